@@ -1,0 +1,207 @@
+"""Model-set folders and resumable training state, with safetensors only (nothing unpickled).
+
+A model set is a folder that explains itself:
+    config.json           ModelSetConfig (architecture, image size, normalisation, schedule)
+    identities.json       the person id of each row of the identity table
+    generator.safetensors prior.safetensors img2id.safetensors img2noise.safetensors
+    manifest.json         SHA-256 of every file above, checked at load
+Weights are stored in half precision. Every file is written atomically (temporary file,
+then rename) and the manifest last, so an interrupted write never leaves a broken set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .config import ModelSetConfig
+
+PARTS = ("generator", "prior", "img2id", "img2noise")
+MANIFEST = "manifest.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder is missing, incomplete or altered."""
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path), then rename tmp_path to path (atomic on one file system)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(Path(path), lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
+            for k, v in state.items()}
+
+
+class ModelSetWriter:
+    """Writes parts of a model set; `commit()` refreshes the manifest."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def config(self, config: ModelSetConfig) -> None:
+        write_json(self.folder / "config.json", config.to_dict())
+
+    def identities(self, pids: list[int], source: str) -> None:
+        write_json(self.folder / "identities.json", {"pids": [int(p) for p in pids], "source": source})
+
+    def weights(self, part: str, module: torch.nn.Module) -> None:
+        if part not in PARTS:
+            raise ValueError(f"unknown part {part!r}; valid: {PARTS}")
+        state = _half(module.state_dict())
+        atomic_write(self.folder / f"{part}.safetensors", lambda p: save_file(state, str(p)))
+
+    def commit(self) -> None:
+        files = sorted(p.name for p in self.folder.iterdir()
+                       if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+                       and (p.suffix in (".safetensors", ".json")))
+        write_json(self.folder / MANIFEST, {name: sha256(self.folder / name) for name in files})
+
+
+def verify(folder: str | Path) -> dict[str, str]:
+    """Check every file of the manifest; returns it. Raises CheckpointError naming the problem."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"checkpoint folder {folder} does not exist")
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{folder} has no {MANIFEST}: not a genreid model set") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{folder / MANIFEST} is not valid JSON ({e})") from None
+    for name, digest in manifest.items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is listed in the manifest but missing")
+        if sha256(path) != digest:
+            raise CheckpointError(f"{path} does not match its SHA-256 in the manifest "
+                                  "(truncated or altered); re-export or re-download it")
+    return manifest
+
+
+def read_config(folder: str | Path) -> ModelSetConfig:
+    try:
+        return ModelSetConfig.load(Path(folder) / "config.json")
+    except ValueError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def read_identities(folder: str | Path) -> list[int]:
+    path = Path(folder) / "identities.json"
+    try:
+        return [int(p) for p in json.loads(path.read_text())["pids"]]
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+
+
+def has_part(folder: str | Path, part: str) -> bool:
+    return (Path(folder) / f"{part}.safetensors").is_file()
+
+
+def load_weights(folder: str | Path, part: str, module: torch.nn.Module) -> torch.nn.Module:
+    """Load a part's weights into `module` (float32); the caller verified the manifest."""
+    path = Path(folder) / f"{part}.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"{folder} has no {part} (expected {path.name}); "
+                              f"train it with `genreid train {part} --checkpoint {folder}`")
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types on bad headers
+        raise CheckpointError(f"cannot read {path}: {e}") from None
+    target = module.state_dict()
+    state = {k: v.to(target[k].dtype) if k in target else v for k, v in state.items()}
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit the architecture in config.json: {e}") from None
+    return module
+
+
+# ---------------------------------------------------------------- resumable training state
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, meta = {}, {"param_groups": state["param_groups"], "scalars": {}}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            key = f"{index}.{name}"
+            if torch.is_tensor(value):
+                tensors[key] = value.detach().cpu().contiguous()
+            else:
+                meta["scalars"][key] = value
+    return tensors, meta
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_training_state(work_dir: str | Path, step: int, modules: dict[str, torch.nn.Module],
+                        optimizer: torch.optim.Optimizer, extra: dict[str, Any],
+                        rng: dict[str, torch.Tensor], keep: int = 2) -> Path:
+    """Write step-numbered state, then point `latest.json` at it (atomic), then prune old ones."""
+    work_dir = Path(work_dir)
+    target = work_dir / f"step-{step:08d}"
+    tmp = work_dir / f".tmp-step-{step:08d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, module in modules.items():
+        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+                  str(tmp / f"{name}.safetensors"))
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+    save_file({k: v.contiguous() for k, v in rng.items()}, str(tmp / "rng.safetensors"))
+    (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": opt_meta, **extra}))
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    write_json(work_dir / "latest.json", {"dir": target.name, "step": step})
+    for old in sorted(work_dir.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def load_training_state(work_dir: str | Path, modules: dict[str, torch.nn.Module],
+                        optimizer: torch.optim.Optimizer) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    """Restore the latest state into modules and optimizer; returns (state.json, rng) or None."""
+    pointer = Path(work_dir) / "latest.json"
+    if not pointer.is_file():
+        return None
+    folder = Path(work_dir) / json.loads(pointer.read_text())["dir"]
+    meta = json.loads((folder / "state.json").read_text())
+    for name, module in modules.items():
+        module.load_state_dict(load_file(str(folder / f"{name}.safetensors")))
+    optimizer.load_state_dict(_unflatten_optimizer(
+        load_file(str(folder / "optimizer.safetensors")), meta.pop("optimizer")))
+    return meta, load_file(str(folder / "rng.safetensors"))

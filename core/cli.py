@@ -1,0 +1,197 @@
+"""The `genreid` command line.
+
+    genreid pack --data ../shared/data/cuhk03/bounding_box_train --out packs/cuhk03_train_64x32.npz
+    genreid train generator --data packs/cuhk03_train_64x32.npz --out checkpoints/default
+    genreid train prior --checkpoint checkpoints/default
+    genreid train img2id --checkpoint checkpoints/default
+    genreid train img2noise --checkpoint checkpoints/default --data packs/cuhk03_train_64x32.npz
+    genreid eval --data ../shared/data/cuhk03 --checkpoint checkpoints/default --json
+    genreid sample --checkpoint checkpoints/default --out grid.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_CHECKPOINT = str(Path(__file__).resolve().parent.parent / "checkpoints" / "default")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 64x32 (height x width), not {text!r}")
+    if h < 8 or w < 8:
+        raise argparse.ArgumentTypeError(f"size {text} is too small")
+    return h, w
+
+
+def add_train_options(p: argparse.ArgumentParser, steps: int, batch: int, lr: float,
+                      save_every: int) -> None:
+    p.add_argument("--steps", type=int, default=steps, help="total optimiser steps (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=batch, help="default %(default)s")
+    p.add_argument("--lr", type=float, default=lr, help="Adam learning rate (default %(default)s)")
+    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps (default 0)")
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save-every", type=int, default=save_every,
+                   help="steps between checkpoints (default %(default)s)")
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="auto = bf16 autocast (CPU and GPU); fp32 to disable")
+    p.add_argument("--work-dir", default=None,
+                   help="resumable state (default: runs/<checkpoint folder name>/<network>)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genreid", description=(
+        "Generative person re-identification: identity as the conditioning of a diffusion model."))
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("pack", help="pack a Market-1501-layout image folder into one compact file")
+    p.add_argument("--data", required=True, help="image folder (e.g. .../bounding_box_train)")
+    p.add_argument("--out", required=True, help="output .npz")
+    p.add_argument("--size", type=parse_size, default=(64, 32), help="HxW (default 64x32)")
+    p.add_argument("--quality", type=int, default=95, help="JPEG quality (default 95)")
+    p.add_argument("--skip-bad-files", action="store_true",
+                   help="skip (with a warning) files that do not parse or decode, instead of stopping")
+
+    train = sub.add_parser("train", help="train one network of a model set")
+    nets = train.add_subparsers(dest="network", required=True)
+    p = nets.add_parser("generator", help="the identity-conditioned diffusion U-Net and identity table")
+    p.add_argument("--data", required=True, help="training split: image folder or pack (.npz)")
+    p.add_argument("--out", default=DEFAULT_CHECKPOINT, help="model-set folder to write")
+    p.add_argument("--config", default=None, help="ModelSetConfig JSON (default: SPEC.md values)")
+    p.add_argument("--id-lr-scale", type=float, default=1.0,
+                   help="learning-rate multiplier for the identity table (default 1)")
+    p.add_argument("--sample-every", type=int, default=0,
+                   help="every N steps, sample a grid and log the identity share (0: never)")
+    add_train_options(p, steps=200_000, batch=16, lr=1e-4, save_every=1000)
+    p = nets.add_parser("prior", help="the diffusion prior over identity vectors")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    add_train_options(p, steps=20_000, batch=256, lr=1e-4, save_every=5000)
+    p = nets.add_parser("img2id", help="image -> identity (trained on generated images)")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    p.add_argument("--data", default=None, help="the generator's training split, for real images")
+    p.add_argument("--real-fraction", type=float, default=0.0,
+                   help="share of each batch taken from real training images (default 0: paper)")
+    add_train_options(p, steps=20_000, batch=32, lr=1e-4, save_every=1000)
+    p = nets.add_parser("img2noise", help="image -> noise (trained by reconstruction)")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    p.add_argument("--data", default=None, help="the generator's training split")
+    p.add_argument("--generated-fraction", type=float, default=0.0,
+                   help="share of each batch generated from prior identities (default 0)")
+    add_train_options(p, steps=10_000, batch=16, lr=1e-4, save_every=500)
+
+    p = sub.add_parser("eval", help="retrieval mAP/CMC on a query + gallery")
+    p.add_argument("--data", required=True, help="dataset root with query/ and bounding_box_test/")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--features", default=None, help="save the features to this .npz")
+    p.add_argument("--flip", action="store_true", help="average features with the mirrored image")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("sample", help="write a grid: identities (rows) x noises (columns)")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    p.add_argument("--out", required=True, help="output PNG")
+    p.add_argument("--ids", default=None, help="comma-separated table rows (default: first rows)")
+    p.add_argument("--prior", type=int, default=0, help="add N identities sampled from the prior")
+    p.add_argument("--rows", type=int, default=6)
+    p.add_argument("--noises", type=int, default=6)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=int, default=2, help="nearest-neighbour up-scaling (default 2)")
+    p.add_argument("--device", default="auto")
+    return parser
+
+
+def work_dir_for(args, checkpoint: str) -> str:
+    return args.work_dir or str(Path("runs") / Path(checkpoint).resolve().name / args.network)
+
+
+def run_train(args) -> None:
+    from .config import ModelSetConfig
+    from .train import (GeneratorTrainer, Img2IDTrainer, Img2NoiseTrainer, PriorTrainer,
+                        TrainOptions)
+
+    opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                        warmup=args.warmup, ema_decay=args.ema_decay, seed=args.seed,
+                        save_every=args.save_every, device=args.device, precision=args.precision,
+                        sample_every=getattr(args, "sample_every", 0))
+    if args.network == "generator":
+        config = ModelSetConfig.load(args.config) if args.config else None
+        trainer = GeneratorTrainer(args.data, args.out, work_dir_for(args, args.out), opts, config,
+                                   id_lr_scale=args.id_lr_scale)
+    elif args.network == "prior":
+        trainer = PriorTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts)
+    elif args.network == "img2id":
+        trainer = Img2IDTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts,
+                                args.data, args.real_fraction)
+    else:
+        trainer = Img2NoiseTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts,
+                                   args.data, args.generated_fraction)
+    trainer.run()
+
+
+def run_eval(args) -> None:
+    from .api import GenReID
+    from .evaluate import evaluate, format_table
+
+    model = GenReID.load(args.checkpoint, device=args.device)
+    result = evaluate(model, args.data, batch_size=args.batch_size, flip=args.flip,
+                      features_out=args.features)
+    print(json.dumps(result) if args.json else format_table(result))
+
+
+def run_sample(args) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from .api import GenReID
+    from .images import image_grid
+
+    model = GenReID.load(args.checkpoint, device=args.device)
+    rows = [int(v) for v in args.ids.split(",")] if args.ids else list(range(args.rows))
+    identities = model.table_identities(rows)
+    if args.prior:
+        identities = np.concatenate([identities, model.sample_identities(args.prior, seed=args.seed)])
+    images = model.generate_grid(identities, model.noise(args.noises, seed=args.seed))
+    grid = image_grid(images.reshape(-1, *images.shape[2:]), len(identities))
+    picture = Image.fromarray(grid)
+    picture = picture.resize((picture.width * args.scale, picture.height * args.scale), Image.NEAREST)
+    picture.save(args.out)
+    print(f"wrote {args.out}: {len(identities)} identities x {args.noises} noises")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .checkpoint import CheckpointError
+    from .data import DataError
+
+    try:
+        if args.command == "pack":
+            from .data import pack_split
+            n = pack_split(args.data, args.out, args.size, args.quality,
+                           on_error="skip" if args.skip_bad_files else "raise")
+            print(f"packed {n} images of {args.data} at {args.size[0]}x{args.size[1]} into {args.out}")
+        elif args.command == "train":
+            run_train(args)
+        elif args.command == "eval":
+            run_eval(args)
+        elif args.command == "sample":
+            run_sample(args)
+    except (DataError, CheckpointError, ValueError, FloatingPointError) as e:
+        print(f"genreid {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the last saved checkpoint is intact (run the same command to resume)",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

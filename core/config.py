@@ -1,0 +1,132 @@
+"""Model configuration as data.
+
+Every network is rebuilt from these dataclasses alone; a checkpoint folder stores them as
+`config.json` beside the weights, so loading needs no flags. The defaults are the values of
+SPEC.md (the paper and its reference implementation) at 64x32.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class ScheduleConfig:
+    max_signal: float = 0.95  # signal rate at t = 0
+    min_signal: float = 0.02  # signal rate at t = 1
+    steps: int = 10  # deterministic sampling steps
+
+
+@dataclass
+class UNetConfig:
+    widths: list[int] = field(default_factory=lambda: [48, 96, 192, 384])
+    block_depth: int = 2
+
+
+@dataclass
+class GeneratorConfig:
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    id_dim: int = 32
+    num_identities: int = 0  # set from the training split
+    noise_embedding_dim: int = 64
+    # How the identity table starts: "uniform" is the paper's Keras default
+    # (U[-0.05, 0.05]); "pca" starts each row from the PCA of its identity's mean
+    # image, scaled to the same spread, so conditioning is informative from step 0.
+    id_init: str = "uniform"
+    id_init_scale: float = 0.05
+
+
+@dataclass
+class PriorConfig:
+    id_dim: int = 32
+    hidden: int = 512
+    layers: int = 3
+    noise_embedding_dim: int = 32
+
+
+@dataclass
+class Img2IDConfig:
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    dense: list[int] = field(default_factory=lambda: [512, 128])
+    id_dim: int = 32
+
+
+@dataclass
+class Img2NoiseConfig:
+    unet: UNetConfig = field(default_factory=UNetConfig)
+
+
+@dataclass
+class ModelSetConfig:
+    """Everything needed to rebuild a model set (generator, prior and inverters)."""
+
+    image_size: list[int] = field(default_factory=lambda: [64, 32])  # height, width
+    # Per-channel statistics of the training images in [0, 1]; set from the data.
+    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    img2id: Img2IDConfig = field(default_factory=Img2IDConfig)
+    img2noise: Img2NoiseConfig = field(default_factory=Img2NoiseConfig)
+
+    def validate(self) -> None:
+        h, w = self.image_size
+        levels = len(self.generator.unet.widths) - 1
+        for name, unet in (("generator", self.generator.unet), ("img2id", self.img2id.unet),
+                           ("img2noise", self.img2noise.unet)):
+            n = len(unet.widths) - 1
+            if h % 2**n or w % 2**n:
+                raise ValueError(
+                    f"image size {h}x{w} must be divisible by 2^{n} for the {name} U-Net "
+                    f"with {n + 1} levels")
+        if levels < 1 or self.generator.unet.block_depth < 1:
+            raise ValueError("the U-Net needs at least 2 levels and 1 block per level")
+        ids = (self.generator.id_dim, self.prior.id_dim, self.img2id.id_dim)
+        if len(set(ids)) != 1:
+            raise ValueError(f"identity dimensions disagree (generator, prior, img2id): {ids}")
+        if self.generator.id_init not in ("uniform", "pca"):
+            raise ValueError(f"generator.id_init must be 'uniform' or 'pca', "
+                             f"not {self.generator.id_init!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSetConfig:
+        return _build(cls, data, "config")
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelSetConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"cannot read configuration {path}: {e}") from None
+        config = cls.from_dict(data)
+        config.validate()
+        return config
+
+
+def _build(cls, data: Any, where: str):
+    """Build a (nested) dataclass from a dict, naming any unknown key."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}: expected an object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(fields)}")
+    kwargs = {}
+    for name, value in data.items():
+        default = fields[name].default_factory() if fields[name].default_factory is not \
+            dataclasses.MISSING else fields[name].default
+        if dataclasses.is_dataclass(default):
+            value = _build(type(default), value, f"{where}.{name}")
+        kwargs[name] = value
+    return cls(**kwargs)

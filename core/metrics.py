@@ -1,0 +1,163 @@
+"""Person re-identification retrieval metrics (CMC and mAP).
+
+These follow the Market-1501 / torchreid conventions: for each query the
+gallery is ranked by ascending distance, gallery items sharing both the
+query's identity and camera are discarded (standard protocol), queries
+without any remaining true match are skipped, CMC is the clipped cumulative
+hit curve and AP is the mean of precision at each true-match position.
+Distractor identities (e.g. pid 0) are ordinary negatives.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "average_precision",
+    "evaluate_rank",
+    "euclidean_distances",
+    "retrieval_summary",
+]
+
+
+def _as_1d(name: str, values, expected_len: int) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if arr.shape[0] != expected_len:
+        raise ValueError(
+            f"{name} has length {arr.shape[0]} but distmat implies {expected_len}"
+        )
+    return arr
+
+
+def average_precision(ranked_matches: np.ndarray) -> float:
+    """AP of one query from its boolean match vector ordered by rank.
+
+    Returns 0.0 when the vector contains no true match.
+    """
+    matches = np.asarray(ranked_matches).astype(bool).ravel()
+    num_rel = int(matches.sum())
+    if num_rel == 0:
+        return 0.0
+    hits_so_far = np.cumsum(matches)
+    positions = np.arange(1, matches.size + 1)
+    precision_at_hits = hits_so_far[matches] / positions[matches]
+    return float(precision_at_hits.sum() / num_rel)
+
+
+def evaluate_rank(
+    distmat: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    max_rank: int = 20,
+    remove_same_camera: bool = True,
+) -> tuple[np.ndarray, float, int]:
+    """Compute (CMC curve of length max_rank, mAP, number of valid queries).
+
+    With ``remove_same_camera`` gallery items with the query's pid *and*
+    camid are dropped (standard protocol); otherwise nothing is dropped.
+    """
+    distmat = np.asarray(distmat, dtype=np.float64)
+    if distmat.ndim != 2:
+        raise ValueError(
+            f"distmat must be 2-D (num_query, num_gallery), got shape {distmat.shape}"
+        )
+    num_q, num_g = distmat.shape
+    if num_q == 0 or num_g == 0:
+        raise ValueError(f"distmat must be non-empty, got shape {distmat.shape}")
+    if max_rank < 1:
+        raise ValueError(f"max_rank must be >= 1, got {max_rank}")
+    q_pids = _as_1d("q_pids", q_pids, num_q)
+    q_camids = _as_1d("q_camids", q_camids, num_q)
+    g_pids = _as_1d("g_pids", g_pids, num_g)
+    g_camids = _as_1d("g_camids", g_camids, num_g)
+
+    eff_rank = min(max_rank, num_g)
+    order = np.argsort(distmat, axis=1, kind="stable")
+
+    all_cmc: list[np.ndarray] = []
+    all_ap: list[float] = []
+    for i in range(num_q):
+        idx = order[i]
+        ranked_pids = g_pids[idx]
+        if remove_same_camera:
+            junk = (ranked_pids == q_pids[i]) & (g_camids[idx] == q_camids[i])
+            ranked_pids = ranked_pids[~junk]
+        matches = ranked_pids == q_pids[i]
+        if not matches.any():
+            continue  # query identity absent from the (filtered) gallery
+        cmc = np.minimum(np.cumsum(matches), 1)[:eff_rank].astype(np.float64)
+        if cmc.size < max_rank:
+            cmc = np.pad(cmc, (0, max_rank - cmc.size), mode="edge")
+        all_cmc.append(cmc)
+        all_ap.append(average_precision(matches))
+
+    if not all_cmc:
+        raise ValueError(
+            "no valid query: no query has a true match in the gallery "
+            f"(remove_same_camera={remove_same_camera})"
+        )
+    cmc_mean = np.mean(np.stack(all_cmc), axis=0)
+    return cmc_mean, float(np.mean(all_ap)), len(all_cmc)
+
+
+def euclidean_distances(
+    query_features: np.ndarray,
+    gallery_features: np.ndarray,
+    chunk_size: int = 256,
+) -> np.ndarray:
+    """Pairwise Euclidean distances (num_query, num_gallery), float64.
+
+    Queries are processed in chunks of ``chunk_size`` to bound memory.
+    """
+    q = np.asarray(query_features, dtype=np.float64)
+    g = np.asarray(gallery_features, dtype=np.float64)
+    if q.ndim != 2 or g.ndim != 2:
+        raise ValueError(
+            f"features must be 2-D, got query {q.shape} and gallery {g.shape}"
+        )
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(
+            f"feature dimensions differ: query {q.shape[1]} vs gallery {g.shape[1]}"
+        )
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    g_sq = np.einsum("ij,ij->i", g, g)
+    out = np.empty((q.shape[0], g.shape[0]), dtype=np.float64)
+    for start in range(0, q.shape[0], chunk_size):
+        block = q[start : start + chunk_size]
+        sq = np.einsum("ij,ij->i", block, block)[:, None] + g_sq[None, :]
+        sq -= 2.0 * (block @ g.T)
+        np.maximum(sq, 0.0, out=sq)
+        out[start : start + block.shape[0]] = np.sqrt(sq)
+    return out
+
+
+def retrieval_summary(
+    distmat: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+) -> dict:
+    """mAP and rank-1/5/10/20 under the standard and paper protocols."""
+    summary: dict = {}
+    for key, remove in (("standard", True), ("paper", False)):
+        cmc, mAP, _ = evaluate_rank(
+            distmat, q_pids, g_pids, q_camids, g_camids,
+            max_rank=20, remove_same_camera=remove,
+        )
+        summary[key] = {
+            "mAP": float(mAP),
+            "rank1": float(cmc[0]),
+            "rank5": float(cmc[4]),
+            "rank10": float(cmc[9]),
+            "rank20": float(cmc[19]),
+        }
+    shape = np.shape(distmat)
+    summary["num_query"] = int(shape[0])
+    summary["num_gallery"] = int(shape[1])
+    return summary

@@ -1,0 +1,421 @@
+"""Training of the four networks, one loop for all.
+
+    genreid train generator --data packs/cuhk03_train_64x32.npz --out checkpoints/default
+    genreid train prior     --checkpoint checkpoints/default
+    genreid train img2id    --checkpoint checkpoints/default [--data ... --real-fraction 0.5]
+    genreid train img2noise --checkpoint checkpoints/default --data ...
+
+`Trainer` owns the loop: device, mixed precision, EMA, progress bar, periodic checkpoints
+and resume. Each subclass builds its network and returns its losses for one batch. The
+resumable state (weights, EMA, optimiser, step, RNG) lives in a work folder apart from the
+shipped model set, which receives half-precision EMA weights at every save.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from .config import ModelSetConfig
+from .data import Split, load_split
+from .diagnostics import identity_share
+from .images import Normalizer, channel_stats, image_grid
+from .models import Generator, IdentityPrior, Img2ID, Img2Noise
+from .pipeline import generate, sample_prior
+from .schedule import diffusion_rates
+
+
+@dataclass
+class TrainOptions:
+    steps: int = 10_000
+    batch_size: int = 16
+    lr: float = 1e-4
+    warmup: int = 0  # linear learning-rate warm-up steps
+    ema_decay: float = 0.999
+    seed: int = 0
+    save_every: int = 1000
+    sample_every: int = 0  # generator only: sample a grid and log the identity share
+    device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on CUDA and on CPUs (twice as fast on AVX-512 BF16), unless fp32 is asked."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision != "fp32")
+
+
+class TrainingImages:
+    """A split held on the device as uint8; batches are normalised, randomly flipped."""
+
+    def __init__(self, split: Split, normalizer: Normalizer, device: torch.device):
+        self.images = torch.from_numpy(split.images).to(device)
+        labels, self.pids = split.relabel()
+        self.labels = torch.from_numpy(labels).to(device)
+        self.normalizer = normalizer
+
+    def batch(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.randint(len(self.images), (n,), generator=rng).to(self.images.device)
+        x = self.normalizer.encode(self.images[index])
+        flip = (torch.rand(n, generator=rng) < 0.5).to(x.device).reshape(n, 1, 1, 1)
+        return torch.where(flip, x.flip(3), x), self.labels[index]
+
+
+class Trainer:
+    part: str = ""
+
+    def __init__(self, out: str | Path, work_dir: str | Path, options: TrainOptions):
+        self.out, self.work_dir, self.opt = Path(out), Path(work_dir), options
+        self.device = pick_device(options.device)
+        self.rng = torch.Generator().manual_seed(options.seed)  # batches, flips, times
+        torch.manual_seed(options.seed)
+        self.log_path = self.work_dir / "log.jsonl"
+
+    # --- to implement per network
+    def param_groups(self) -> list[dict]:
+        return [{"params": self.model.parameters()}]
+
+    def losses(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def export(self) -> None:
+        raise NotImplementedError
+
+    def on_save(self, step: int) -> dict:
+        return {}
+
+    # --- the loop
+    def randn(self, *shape) -> torch.Tensor:
+        return torch.randn(*shape, generator=self.rng).to(self.device)
+
+    def rand(self, *shape) -> torch.Tensor:
+        return torch.rand(*shape, generator=self.rng).to(self.device)
+
+    def setup(self, model: torch.nn.Module) -> None:
+        self.model = model.to(self.device).to(memory_format=torch.channels_last)
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.opt.ema_decay),
+                                 use_buffers=True)
+        self.ema.module.eval()
+        groups = self.param_groups()
+        for g in groups:
+            g["base_lr"] = self.opt.lr * g.pop("lr_scale", 1.0)
+            g["lr"] = g["base_lr"]
+        self.optimizer = torch.optim.Adam(groups, lr=self.opt.lr)
+
+    def run(self) -> None:
+        state = ckpt.load_training_state(self.work_dir, {"model": self.model, "ema": self.ema},
+                                         self.optimizer)
+        start = 0
+        if state is not None:
+            meta, rng = state
+            start = meta["step"]
+            self.rng.set_state(rng["batch"])
+            torch.set_rng_state(rng["torch"])
+            print(f"resuming {self.part} from step {start} in {self.work_dir}")
+        if start >= self.opt.steps:
+            print(f"{self.part}: already trained for {start} steps (asked {self.opt.steps})")
+            self.export()
+            return
+        self.model.train()
+        bar = tqdm(range(start, self.opt.steps), initial=start, total=self.opt.steps,
+                   desc=f"train {self.part}", dynamic_ncols=True, mininterval=2.0)
+        running: dict[str, float] = {}
+        t0, seen = time.time(), 0
+        for step in bar:
+            warm = min(1.0, (step + 1) / self.opt.warmup) if self.opt.warmup else 1.0
+            for g in self.optimizer.param_groups:
+                g["lr"] = g["base_lr"] * warm
+            with autocast(self.device, self.opt.precision):
+                losses = self.losses()
+            if not torch.isfinite(losses["loss"]):
+                raise FloatingPointError(
+                    f"{self.part} loss became {losses['loss'].item()} at step {step}; the last "
+                    f"saved state in {self.work_dir} is intact: lower --lr and resume")
+            self.optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            self.optimizer.step()
+            self.ema.update_parameters(self.model)
+            seen += self.opt.batch_size
+            for k, v in losses.items():
+                running[k] = 0.98 * running.get(k, v.item()) + 0.02 * v.item()
+            bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
+            done = step + 1
+            if done % self.opt.save_every == 0 or done == self.opt.steps:
+                extra = self.on_save(done)
+                self.save(done)
+                record = {"step": done, **{k: round(v, 5) for k, v in running.items()},
+                          "images_per_s": round(seen / (time.time() - t0), 1), **extra}
+                with open(self.log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+                bar.write(json.dumps(record))
+                t0, seen = time.time(), 0
+
+    def save(self, step: int) -> None:
+        ckpt.save_training_state(self.work_dir, step, {"model": self.model, "ema": self.ema},
+                                 self.optimizer, {"part": self.part},
+                                 {"batch": self.rng.get_state(), "torch": torch.get_rng_state()})
+        self.export()
+
+
+# ------------------------------------------------------------------------------- generator
+
+def pca_identity_init(images: torch.Tensor, labels: torch.Tensor, num: int, dim: int,
+                      scale: float) -> torch.Tensor:
+    """Rows from the PCA of each identity's mean (normalised) image, spread like U[-s, s]."""
+    flat = images.float().flatten(1)
+    sums = torch.zeros(num, flat.shape[1]).index_add_(0, labels.cpu(), flat.cpu())
+    counts = torch.bincount(labels.cpu(), minlength=num).clamp_min(1).unsqueeze(1)
+    means = sums / counts
+    means = means - means.mean(0)
+    _, _, v = torch.linalg.svd(means, full_matrices=False)
+    rows = means @ v[:dim].T  # (num, k), k = min(dim, num, pixels)
+    rows = rows * (scale / math.sqrt(3.0)) / rows.std().clamp_min(1e-12)
+    # Fewer identities than dimensions: the remaining columns start as in the paper.
+    rest = torch.empty(num, dim - rows.shape[1]).uniform_(-scale, scale)
+    return torch.cat([rows, rest], dim=1)
+
+
+class GeneratorTrainer(Trainer):
+    part = "generator"
+
+    def __init__(self, data: str, out, work_dir, options: TrainOptions,
+                 config: ModelSetConfig | None = None, id_lr_scale: float = 1.0):
+        super().__init__(out, work_dir, options)
+        saved = self.work_dir / "config.json"
+        if saved.is_file():  # resuming: the architecture is the one training started with
+            self.config = ModelSetConfig.load(saved)
+        else:
+            self.config = config or ModelSetConfig()
+        size = tuple(self.config.image_size)
+        split = load_split(data, size)
+        self.source = str(data)
+        if not saved.is_file():
+            self.config.mean, self.config.std = channel_stats(split.images)
+            self.config.generator.num_identities = len(np.unique(split.pids))
+            self.config.validate()
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            self.config.save(saved)
+        self.normalizer = Normalizer(self.config.mean, self.config.std, self.device)
+        self.data = TrainingImages(split, self.normalizer, self.device)
+        if len(self.data.pids) != self.config.generator.num_identities:
+            raise ValueError(f"{data} has {len(self.data.pids)} identities but the run in "
+                             f"{self.work_dir} was started with "
+                             f"{self.config.generator.num_identities}")
+        self.id_lr_scale = id_lr_scale
+        generator = Generator(self.config.generator)
+        if self.config.generator.id_init == "pca":
+            with torch.no_grad():
+                x = self.normalizer.encode(self.data.images)
+                generator.identities.weight.copy_(pca_identity_init(
+                    x, self.data.labels, self.config.generator.num_identities,
+                    self.config.generator.id_dim, self.config.generator.id_init_scale))
+        self.setup(generator)
+        # A fixed grid (8 identities x 4 noises) to watch identity control emerge.
+        g = torch.Generator().manual_seed(1234)
+        n_ids = min(8, self.config.generator.num_identities)
+        self.grid_ids = torch.randperm(self.config.generator.num_identities, generator=g)[:n_ids]
+        self.grid_noise = torch.randn(4, 3, *size, generator=g)
+
+    def param_groups(self):
+        table = [self.model.identities.weight]
+        rest = [p for n, p in self.model.named_parameters() if not n.startswith("identities.")]
+        # Each row only learns when its identity is in the batch: give the table a larger step.
+        return [{"params": rest}, {"params": table, "lr_scale": self.id_lr_scale}]
+
+    def losses(self):
+        x0, labels = self.data.batch(self.opt.batch_size, self.rng)  # (B, 3, H, W)
+        identity = self.model.identities(labels)  # (B, D)
+        signal, noise = diffusion_rates(self.rand(len(x0), 1, 1, 1), self.config.schedule)
+        eps = self.randn(*x0.shape).contiguous(memory_format=torch.channels_last)
+        x_t = signal * x0 + noise * eps
+        eps_hat = self.model(x_t, noise**2, identity)
+        denoise = F.l1_loss(eps_hat.float(), eps)
+        attraction = 0.5 * identity.float().pow(2).mean()  # pulls identities to the origin
+        return {"loss": denoise + attraction, "l1": denoise}
+
+    @torch.no_grad()
+    def on_save(self, step):
+        if not self.opt.sample_every or step % self.opt.sample_every:
+            return {}
+        gen = self.ema.module
+        ids, noise = self.grid_ids, self.grid_noise
+        identity = gen.identities(ids.to(self.device)).repeat_interleave(len(noise), 0)
+        noise = noise.repeat(len(ids), 1, 1, 1).to(self.device)
+        with autocast(self.device, self.opt.precision):
+            x = generate(gen, identity, noise, self.config.schedule)
+        x = self.normalizer.clip(x)
+        share = identity_share(x.reshape(len(ids), len(self.grid_noise), *x.shape[1:]))
+        from PIL import Image
+        (self.work_dir / "samples").mkdir(exist_ok=True)
+        Image.fromarray(image_grid(self.normalizer.decode(x), len(ids))).save(
+            self.work_dir / "samples" / f"step-{step:08d}.png")
+        return {"identity_share": round(share, 4)}
+
+    def export(self):
+        w = ckpt.ModelSetWriter(self.out)
+        w.config(self.config)
+        w.identities(self.data.pids.tolist(), self.source)
+        w.weights("generator", self.ema.module)
+        w.commit()
+
+
+# ------------------------------------------------------------ networks trained on a set
+
+class ModelSetTrainer(Trainer):
+    """Base for the networks trained on top of an exported generator."""
+
+    def __init__(self, checkpoint: str | Path, work_dir, options: TrainOptions):
+        super().__init__(checkpoint, work_dir, options)
+        ckpt.verify(checkpoint)
+        self.config = ckpt.read_config(checkpoint)
+        self.pids = ckpt.read_identities(checkpoint)
+        self.normalizer = Normalizer(self.config.mean, self.config.std, self.device)
+        self.generator = self.frozen(ckpt.load_weights(checkpoint, "generator",
+                                                       Generator(self.config.generator)))
+
+    def frozen(self, module: torch.nn.Module) -> torch.nn.Module:
+        module = module.to(self.device).to(memory_format=torch.channels_last).eval()
+        return module.requires_grad_(False)
+
+    def table(self) -> torch.Tensor:
+        return self.generator.identities.weight.detach().float()
+
+    def real_images(self, data: str | None) -> TrainingImages | None:
+        if data is None:
+            return None
+        images = TrainingImages(load_split(data, tuple(self.config.image_size)),
+                                self.normalizer, self.device)
+        if images.pids.tolist() != self.pids:
+            raise ValueError(f"{data} does not hold the identities the generator was trained on "
+                             f"(identities.json): pass the generator's training split")
+        return images
+
+    def generated(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """n images GEN(id, z) with id from the prior and z Gaussian: (images, ids, z)."""
+        with torch.no_grad():
+            identity = sample_prior(self.prior, self.randn(n, self.config.prior.id_dim),
+                                    self.config.schedule)
+            z = self.randn(n, 3, *self.config.image_size).contiguous(memory_format=torch.channels_last)
+            x = self.normalizer.clip(generate(self.generator, identity, z, self.config.schedule))
+        return x.contiguous(memory_format=torch.channels_last), identity.float(), z
+
+    def write(self, part: str) -> None:
+        w = ckpt.ModelSetWriter(self.out)
+        w.weights(part, self.ema.module)
+        w.commit()
+
+
+class PriorTrainer(ModelSetTrainer):
+    part = "prior"
+
+    def __init__(self, checkpoint, work_dir, options):
+        super().__init__(checkpoint, work_dir, options)
+        self.vectors = self.table()  # only trained identities: the table has no other rows
+        prior = IdentityPrior(self.config.prior)
+        prior.mean.copy_(self.vectors.mean(0))
+        prior.std.copy_(self.vectors.std(0).clamp_min(1e-6))
+        self.setup(prior)
+
+    def losses(self):
+        index = torch.randint(len(self.vectors), (self.opt.batch_size,), generator=self.rng)
+        z0 = self.model.normalize(self.vectors[index.to(self.device)])
+        signal, noise = diffusion_rates(self.rand(len(z0), 1), self.config.schedule)
+        z_t = signal * z0 + noise * self.randn(*z0.shape)
+        loss = F.l1_loss(self.model(z_t, noise**2).float(), z0)
+        return {"loss": loss}
+
+    def export(self):
+        self.write("prior")
+
+
+class Img2IDTrainer(ModelSetTrainer):
+    """MSE to the identity: on generated images (the paper), optionally mixed with real ones."""
+
+    part = "img2id"
+
+    def __init__(self, checkpoint, work_dir, options, data: str | None = None,
+                 real_fraction: float = 0.0):
+        super().__init__(checkpoint, work_dir, options)
+        if not 0.0 <= real_fraction <= 1.0:
+            raise ValueError(f"real fraction must be within [0, 1], got {real_fraction}")
+        if real_fraction > 0 and data is None:
+            raise ValueError("--real-fraction > 0 needs --data (the generator's training split)")
+        self.real = self.real_images(data) if real_fraction > 0 else None
+        self.n_real = round(options.batch_size * real_fraction)
+        self.prior = self.frozen(ckpt.load_weights(checkpoint, "prior",
+                                                   IdentityPrior(self.config.prior)))
+        self.setup(Img2ID(self.config.img2id, tuple(self.config.image_size)))
+
+    def losses(self):
+        xs, targets = [], []
+        if self.n_real:
+            x, labels = self.real.batch(self.n_real, self.rng)
+            xs.append(x)
+            targets.append(self.table()[labels])
+        if self.opt.batch_size - self.n_real:
+            x, identity, _ = self.generated(self.opt.batch_size - self.n_real)
+            xs.append(x)
+            targets.append(identity)
+        x = torch.cat(xs).contiguous(memory_format=torch.channels_last)
+        loss = F.mse_loss(self.model(x).float(), torch.cat(targets))
+        return {"loss": loss}
+
+    def export(self):
+        self.write("img2id")
+
+
+class Img2NoiseTrainer(ModelSetTrainer):
+    """L1 between an image and GEN(Img2Noise(image), its identity), through the sampler."""
+
+    part = "img2noise"
+
+    def __init__(self, checkpoint, work_dir, options, data: str | None = None,
+                 generated_fraction: float = 0.0):
+        super().__init__(checkpoint, work_dir, options)
+        if not 0.0 <= generated_fraction <= 1.0:
+            raise ValueError(f"generated fraction must be within [0, 1], got {generated_fraction}")
+        self.n_gen = round(options.batch_size * generated_fraction)
+        if self.n_gen < options.batch_size and data is None:
+            raise ValueError("img2noise trains on real images: pass --data (the generator's "
+                             "training split), or --generated-fraction 1")
+        self.real = self.real_images(data) if self.n_gen < options.batch_size else None
+        if self.n_gen:
+            self.prior = self.frozen(ckpt.load_weights(checkpoint, "prior",
+                                                       IdentityPrior(self.config.prior)))
+        self.setup(Img2Noise(self.config.img2noise))
+
+    def losses(self):
+        xs, ids = [], []
+        if self.real is not None:
+            x, labels = self.real.batch(self.opt.batch_size - self.n_gen, self.rng)
+            xs.append(x)
+            ids.append(self.table()[labels])
+        if self.n_gen:
+            x, identity, _ = self.generated(self.n_gen)
+            xs.append(x)
+            ids.append(identity)
+        x = torch.cat(xs).contiguous(memory_format=torch.channels_last)
+        z = self.model(x)
+        x_hat = generate(self.generator, torch.cat(ids), z, self.config.schedule)
+        loss = F.l1_loss(x_hat.float(), x)
+        return {"loss": loss}
+
+    def export(self):
+        self.write("img2noise")

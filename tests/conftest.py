@@ -1,0 +1,77 @@
+"""Shared fixtures: a tiny generated dataset in the Market-1501 folder layout."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+IMAGE_HW = (64, 32)  # (height, width): the loader's default size, so nothing is resized
+# Distinct (upper body, lower body) colours per person id, so tiny models can tell them apart.
+COLOURS = {
+    0: ((128, 128, 128), (90, 90, 90)),
+    -1: ((20, 20, 20), (240, 240, 240)),
+    2: ((220, 30, 30), (30, 30, 120)),
+    3: ((30, 200, 40), (200, 200, 60)),
+    5: ((30, 60, 220), (40, 40, 40)),
+    7: ((240, 220, 40), (120, 60, 20)),
+    8: ((200, 40, 200), (20, 140, 140)),
+    11: ((40, 220, 220), (220, 120, 30)),
+    13: ((250, 140, 180), (60, 110, 30)),
+}
+TRAIN_PIDS = (2, 5, 7, 11)
+TEST_PIDS = (3, 8, 13)  # query/gallery identities, disjoint from train as in Market-1501
+
+
+def _market_name(pid: int, cam: int, frame: int, box: int = 0) -> str:
+    head = "-1" if pid == -1 else f"{pid:04d}"
+    return f"{head}_c{cam}s1_{frame:06d}_{box:02d}.jpg"
+
+
+def _write_person(path: Path, pid: int, rng: np.random.Generator) -> None:
+    h, w = IMAGE_HW
+    upper, lower = COLOURS[pid]
+    img = np.empty((h, w, 3), dtype=np.float64)
+    img[: h // 2] = upper
+    img[h // 2:] = lower
+    img += rng.normal(0.0, 12.0, size=img.shape)
+    Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path, quality=95)
+
+
+def make_market_dataset(root: Path) -> Path:
+    """Build a tiny deterministic Market-1501 style dataset under root; return root.
+
+    train: pids 2, 5, 7, 11 x cameras 1, 2 x 2 images (16 images) plus a Thumbs.db;
+    query: pids 3, 8, 13, one image each on camera 1;
+    gallery: those pids x 2 images on camera 2, one more of pid 3 on camera 1,
+    one distractor (0000) and one junk box (-1) -> 9 files, 8 once junk is dropped.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(1501)
+    train, query, gallery = (root / d for d in ("bounding_box_train", "query", "bounding_box_test"))
+    for d in (train, query, gallery):
+        d.mkdir(parents=True, exist_ok=True)
+    frame = 100
+    for pid in TRAIN_PIDS:
+        for cam in (1, 2):
+            for box in range(2):
+                frame += 25
+                _write_person(train / _market_name(pid, cam, frame, box), pid, rng)
+    (train / "Thumbs.db").write_bytes(b"\x00" * 64)  # real Market-1501 folders ship one
+    for pid in TEST_PIDS:
+        frame += 25
+        _write_person(query / _market_name(pid, 1, frame), pid, rng)
+        for box in range(2):
+            frame += 25
+            _write_person(gallery / _market_name(pid, 2, frame, box), pid, rng)
+    _write_person(gallery / _market_name(TEST_PIDS[0], 1, frame + 25), TEST_PIDS[0], rng)
+    _write_person(gallery / _market_name(0, 2, frame + 50), 0, rng)
+    _write_person(gallery / _market_name(-1, 1, frame + 75, 3), -1, rng)
+    return root
+
+
+@pytest.fixture
+def market_dir(tmp_path: Path) -> Path:
+    """A fresh tiny Market-1501 style dataset root (see make_market_dataset)."""
+    return make_market_dataset(tmp_path / "market")
