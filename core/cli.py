@@ -16,7 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-DEFAULT_CHECKPOINT = str(Path(__file__).resolve().parent.parent / "checkpoints" / "default")
+from . import config
+
+DEFAULT_CHECKPOINT = str(config.DEFAULT_CHECKPOINT)
 
 
 def parse_size(text: str) -> tuple[int, int]:

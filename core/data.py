@@ -91,17 +91,24 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
-def _decode(source, size: tuple[int, int], label: str) -> np.ndarray:
+def prepare_image(img: Image.Image | np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An in-memory picture (PIL image or uint8 array) as uint8 RGB (H, W, 3) at size=(H, W)."""
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img.astype(np.uint8) if img.dtype != np.uint16 else img)
+    img = _to_rgb(ImageOps.exif_transpose(img))
     h, w = size
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.BICUBIC)
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def _decode(source, size: tuple[int, int], label: str) -> np.ndarray:
     truncated = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a cut-off file must fail, not be grey-padded
     try:
         with Image.open(source) as img:
             img.load()
-            img = _to_rgb(ImageOps.exif_transpose(img))
-            if img.size != (w, h):
-                img = img.resize((w, h), Image.BICUBIC)
-            return np.asarray(img, dtype=np.uint8).copy()
+            return prepare_image(img, size)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"{label}: cannot read image ({e})") from e
     finally:

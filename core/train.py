@@ -28,6 +28,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .config import ModelSetConfig
 from .data import Split, load_split
+from .device import autocast, pick_device
 from .diagnostics import identity_share
 from .images import Normalizer, channel_stats, image_grid
 from .models import Generator, IdentityPrior, Img2ID, Img2Noise
@@ -47,19 +48,6 @@ class TrainOptions:
     sample_every: int = 0  # generator only: sample a grid and log the identity share
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast on CUDA and on CPUs (twice as fast on AVX-512 BF16), unless fp32 is asked."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision != "fp32")
 
 
 class TrainingImages:

@@ -1,0 +1,217 @@
+"""The Python API for notebooks and the explorer.
+
+    from core.api import GenReID
+    model = GenReID.load("checkpoints/default")            # CPU or CUDA, picked automatically
+    ids = model.table_identities([0, 1, 2])                # (3, 32) identities of training persons
+    new = model.sample_identities(4, seed=0)               # (4, 32) new persons from the prior
+    grid = model.generate_grid(ids, model.noise(5, seed=0))  # uint8 (3, 5, 64, 32, 3)
+    vectors = model.encode(pictures)                       # (N, 32) identity of any pictures
+    parts = model.decompose(pictures)                      # identity, noise, reconstruction, error
+
+Pictures are PIL images or uint8 arrays (H, W, 3) of any size (resized to the model's), or
+one uint8 array (N, H, W, 3). Every method works in batches and returns NumPy arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import checkpoint as ckpt
+from .config import DEFAULT_CHECKPOINT, ModelSetConfig
+from .data import prepare_image
+from .device import pick_device
+from .images import Normalizer
+from .models import Generator, IdentityPrior, Img2ID, Img2Noise
+from .pipeline import generate, sample_prior
+
+NOISE_CLIP = 2.5  # the paper shows the noise clipped to [-2.5, 2.5], rescaled to [0, 1]
+
+
+@dataclass
+class Decomposition:
+    identity: np.ndarray  # (N, D) Img2ID(x)
+    noise: np.ndarray  # (N, 3, H, W) Img2Noise(x)
+    reconstruction: np.ndarray  # uint8 (N, H, W, 3) GEN(noise, identity)
+    error: np.ndarray  # (N,) mean absolute error of the reconstruction, in [0, 1] pixels
+    image: np.ndarray  # uint8 (N, H, W, 3) the input at the model's size
+
+
+class GenReID:
+    def __init__(self, folder: Path, config: ModelSetConfig, pids: list[int],
+                 networks: dict[str, torch.nn.Module], device: torch.device, batch_size: int = 64):
+        self.folder, self.config, self.device = folder, config, device
+        self.pids = np.asarray(pids, dtype=np.int64)
+        self.networks = networks
+        self.batch_size = batch_size
+        self.normalizer = Normalizer(config.mean, config.std, device)
+
+    @classmethod
+    def load(cls, folder: str | Path = DEFAULT_CHECKPOINT, device: str = "auto",
+             batch_size: int = 64) -> GenReID:
+        """Load a model set (manifest checked); parts not trained yet are simply absent."""
+        folder = Path(folder)
+        ckpt.verify(folder)
+        config = ckpt.read_config(folder)
+        device = pick_device(device)
+        builders = {
+            "generator": lambda: Generator(config.generator),
+            "prior": lambda: IdentityPrior(config.prior),
+            "img2id": lambda: Img2ID(config.img2id, tuple(config.image_size)),
+            "img2noise": lambda: Img2Noise(config.img2noise),
+        }
+        networks = {}
+        for part, build in builders.items():
+            if ckpt.has_part(folder, part):
+                net = ckpt.load_weights(folder, part, build()).to(device).eval()
+                networks[part] = net.to(memory_format=torch.channels_last).requires_grad_(False)
+        if "generator" not in networks:
+            raise ckpt.CheckpointError(f"{folder} has no generator.safetensors")
+        return cls(folder, config, ckpt.read_identities(folder), networks, device, batch_size)
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.config.image_size)
+
+    @property
+    def id_dim(self) -> int:
+        return self.config.generator.id_dim
+
+    @property
+    def num_identities(self) -> int:
+        return self.config.generator.num_identities
+
+    def has(self, part: str) -> bool:
+        return part in self.networks
+
+    def _net(self, part: str) -> torch.nn.Module:
+        if part not in self.networks:
+            raise ckpt.CheckpointError(
+                f"{self.folder} has no {part}: train it with "
+                f"`genreid train {part} --checkpoint {self.folder}`")
+        return self.networks[part]
+
+    # ----------------------------------------------------------------- identities
+    def table_identities(self, rows) -> np.ndarray:
+        """Identity vectors (n, D) of training persons, by table row (0..num_identities-1)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        bad = rows[(rows < 0) | (rows >= self.num_identities)]
+        if len(bad):
+            raise ValueError(f"identity rows must be within 0..{self.num_identities - 1}; "
+                             f"got {bad.tolist()}")
+        table = self._net("generator").identities.weight
+        return table[torch.as_tensor(rows, device=self.device)].float().cpu().numpy()
+
+    def row_of_pid(self, pid: int) -> int:
+        """Table row of a training person id (as in the file names)."""
+        hits = np.flatnonzero(self.pids == pid)
+        if not len(hits):
+            raise ValueError(f"person id {pid} is not one of the {len(self.pids)} training identities")
+        return int(hits[0])
+
+    @torch.no_grad()
+    def sample_identities(self, n: int, seed: int | None = None) -> np.ndarray:
+        """n new identity vectors (n, D) drawn from the identity prior."""
+        prior = self._net("prior")
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        noise = torch.randn(n, self.id_dim, generator=g).to(self.device)
+        return sample_prior(prior, noise, self.config.schedule).float().cpu().numpy()
+
+    # ----------------------------------------------------------------- generation
+    def noise(self, n: int, seed: int | None = None) -> np.ndarray:
+        """n start noises (n, 3, H, W), reproducible from the seed."""
+        g = torch.Generator().manual_seed(seed) if seed is not None else None
+        return torch.randn(n, 3, *self.image_size, generator=g).numpy()
+
+    def _batches(self, n: int):
+        for start in range(0, n, self.batch_size):
+            yield slice(start, min(n, start + self.batch_size))
+
+    @torch.no_grad()
+    def generate(self, identities, noise, steps: int | None = None) -> np.ndarray:
+        """uint8 images (B, H, W, 3) = GEN(identities (B, D), noise (B, 3, H, W))."""
+        identities = self._as_identities(identities)
+        noise = np.asarray(noise, dtype=np.float32)
+        h, w = self.image_size
+        if noise.ndim != 4 or noise.shape[1:] != (3, h, w) or len(noise) != len(identities):
+            raise ValueError(f"noise must have shape ({len(identities)}, 3, {h}, {w}); "
+                             f"got {noise.shape}")
+        generator = self._net("generator")
+        out = []
+        for s in self._batches(len(identities)):
+            z = torch.from_numpy(noise[s]).to(self.device).contiguous(memory_format=torch.channels_last)
+            ident = torch.from_numpy(identities[s]).to(self.device)
+            out.append(self.normalizer.decode(generate(generator, ident, z, self.config.schedule, steps)))
+        return np.concatenate(out) if out else np.zeros((0, h, w, 3), np.uint8)
+
+    def generate_grid(self, identities, noises, steps: int | None = None) -> np.ndarray:
+        """uint8 (I, N, H, W, 3): every identity with every noise (the noise fixed per column)."""
+        identities = self._as_identities(identities)
+        noises = np.asarray(noises, dtype=np.float32)
+        i, n = len(identities), len(noises)
+        images = self.generate(np.repeat(identities, n, 0), np.tile(noises, (i, 1, 1, 1)), steps)
+        return images.reshape(i, n, *images.shape[1:])
+
+    def _as_identities(self, identities) -> np.ndarray:
+        x = np.asarray(identities, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.id_dim:
+            raise ValueError(f"identities must have shape (n, {self.id_dim}); got {x.shape}")
+        if not np.isfinite(x).all():
+            raise ValueError("identities contain NaN or infinite values")
+        return x
+
+    # ----------------------------------------------------------------- inversion
+    def prepare(self, pictures) -> np.ndarray:
+        """uint8 (N, H, W, 3) at the model's size from PIL images or arrays of any size."""
+        size = self.image_size
+        if isinstance(pictures, np.ndarray) and pictures.ndim == 4:
+            if pictures.shape[1:3] == size and pictures.shape[3] == 3 and pictures.dtype == np.uint8:
+                return pictures
+            pictures = list(pictures)
+        if not isinstance(pictures, (list, tuple)):
+            pictures = [pictures]
+        if not pictures:
+            raise ValueError("no pictures given")
+        return np.stack([prepare_image(p, size) for p in pictures])
+
+    @torch.no_grad()
+    def encode(self, pictures, flip: bool = False) -> np.ndarray:
+        """Identity vectors (N, D) of pictures; flip=True averages with the mirrored picture."""
+        images = self.prepare(pictures)
+        img2id = self._net("img2id")
+        out = []
+        for s in self._batches(len(images)):
+            x = self.normalizer.encode(images[s])
+            v = img2id(x).float()
+            if flip:
+                v = 0.5 * (v + img2id(x.flip(3)).float())
+            out.append(v.cpu().numpy())
+        return np.concatenate(out)
+
+    @torch.no_grad()
+    def decompose(self, pictures, steps: int | None = None) -> Decomposition:
+        """Split pictures into identity (Img2ID), noise (Img2Noise) and GEN(noise, identity)."""
+        images = self.prepare(pictures)
+        img2id, img2noise = self._net("img2id"), self._net("img2noise")
+        generator = self._net("generator")
+        ids, noises, recons = [], [], []
+        for s in self._batches(len(images)):
+            x = self.normalizer.encode(images[s])
+            ident, z = img2id(x).float(), img2noise(x).float()
+            z = z.contiguous(memory_format=torch.channels_last)
+            recons.append(self.normalizer.decode(generate(generator, ident, z, self.config.schedule, steps)))
+            ids.append(ident.cpu().numpy())
+            noises.append(z.cpu().numpy())
+        recon = np.concatenate(recons)
+        error = np.abs(recon.astype(np.float32) - images.astype(np.float32)).mean((1, 2, 3)) / 255.0
+        return Decomposition(np.concatenate(ids), np.concatenate(noises), recon, error, images)
+
+    @staticmethod
+    def noise_picture(noise: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, 3) view of noises (N, 3, H, W): clipped to +-2.5, rescaled to [0, 1]."""
+        unit = (np.clip(noise, -NOISE_CLIP, NOISE_CLIP) + NOISE_CLIP) / (2 * NOISE_CLIP)
+        return (unit.transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)

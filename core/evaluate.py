@@ -1,0 +1,38 @@
+"""Retrieval evaluation: Img2ID features of query and gallery, ranked by Euclidean distance.
+
+    genreid eval --data ../shared/data/cuhk03 --checkpoint checkpoints/default --json
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .api import GenReID
+from .data import dataset_splits, load_split
+from .metrics import euclidean_distances, retrieval_summary
+
+
+def evaluate(model: GenReID, root: str, batch_size: int = 128, flip: bool = False,
+             features_out: str | None = None) -> dict:
+    """The `standard` (Market-1501) and `paper` protocol metrics on root's query + gallery."""
+    splits = dataset_splits(root, required=("query", "gallery"))
+    query = load_split(splits["query"], model.image_size)
+    gallery = load_split(splits["gallery"], model.image_size)
+    model.batch_size = batch_size
+    qf = model.encode(query.images, flip=flip)
+    gf = model.encode(gallery.images, flip=flip)
+    if features_out:
+        np.savez(features_out, query_features=qf, gallery_features=gf,
+                 query_pids=query.pids, gallery_pids=gallery.pids,
+                 query_camids=query.camids, gallery_camids=gallery.camids)
+    distances = euclidean_distances(qf, gf)
+    return retrieval_summary(distances, query.pids, gallery.pids, query.camids, gallery.camids)
+
+
+def format_table(result: dict) -> str:
+    keys = ["mAP", "rank1", "rank5", "rank10", "rank20"]
+    lines = [f"queries {result['num_query']}, gallery {result['num_gallery']}",
+             f"{'protocol':<10}" + "".join(f"{k:>9}" for k in keys)]
+    for protocol in ("standard", "paper"):
+        lines.append(f"{protocol:<10}" + "".join(f"{100 * result[protocol][k]:>8.2f}%" for k in keys))
+    return "\n".join(lines)
