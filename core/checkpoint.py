@@ -193,15 +193,31 @@ def save_training_state(work_dir: str | Path, step: int, modules: dict[str, torc
 
 
 def load_training_state(work_dir: str | Path, modules: dict[str, torch.nn.Module],
-                        optimizer: torch.optim.Optimizer) -> tuple[dict, dict[str, torch.Tensor]] | None:
-    """Restore the latest state into modules and optimizer; returns (state.json, rng) or None."""
+                        optimizer: torch.optim.Optimizer,
+                        expect: dict[str, Any] | None = None) -> tuple[dict, dict[str, torch.Tensor]] | None:
+    """Restore the latest state into modules and optimizer; returns (state.json, rng) or None.
+
+    `expect` lists state.json entries (network, output folder) that must match, so a work
+    folder is never resumed into another network or another model set.
+    """
     pointer = Path(work_dir) / "latest.json"
     if not pointer.is_file():
         return None
-    folder = Path(work_dir) / json.loads(pointer.read_text())["dir"]
-    meta = json.loads((folder / "state.json").read_text())
-    for name, module in modules.items():
-        module.load_state_dict(load_file(str(folder / f"{name}.safetensors")))
-    optimizer.load_state_dict(_unflatten_optimizer(
-        load_file(str(folder / "optimizer.safetensors")), meta.pop("optimizer")))
-    return meta, load_file(str(folder / "rng.safetensors"))
+    try:
+        folder = Path(work_dir) / json.loads(pointer.read_text())["dir"]
+        meta = json.loads((folder / "state.json").read_text())
+    except (OSError, KeyError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot resume from {work_dir}: {e}; remove it to start afresh") from None
+    for key, value in (expect or {}).items():
+        if key in meta and meta[key] != value:
+            raise CheckpointError(
+                f"{work_dir} holds the training state of {key} {meta[key]!r}, not {value!r}: "
+                "pass another --work-dir (or remove that folder to start afresh)")
+    try:
+        for name, module in modules.items():
+            module.load_state_dict(load_file(str(folder / f"{name}.safetensors")))
+        optimizer.load_state_dict(_unflatten_optimizer(
+            load_file(str(folder / "optimizer.safetensors")), meta.pop("optimizer")))
+        return meta, load_file(str(folder / "rng.safetensors"))
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"cannot resume from {folder}: {e}") from None

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -107,11 +108,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=int, default=2, help="nearest-neighbour up-scaling (default 2)")
     p.add_argument("--device", default="auto")
+    p = sub.add_parser("explore", help="start the Gradio latent-space explorer")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    p.add_argument("--data", default=None,
+                   help="dataset root in the Market-1501 layout (real portraits, query and gallery)")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device", default="auto")
     return parser
 
 
 def work_dir_for(args, checkpoint: str) -> str:
-    return args.work_dir or str(Path("runs") / Path(checkpoint).resolve().name / args.network)
+    """runs/<set name>-<hash of its full path>/<network>: two sets never share a state."""
+    if args.work_dir:
+        return args.work_dir
+    resolved = Path(checkpoint).resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:8]
+    return str(Path("runs") / f"{resolved.name}-{digest}" / args.network)
 
 
 def run_train(args) -> None:
@@ -156,7 +169,11 @@ def run_sample(args) -> None:
     from .images import image_grid
 
     model = GenReID.load(args.checkpoint, device=args.device)
-    rows = [int(v) for v in args.ids.split(",")] if args.ids else list(range(args.rows))
+    try:
+        rows = [int(v) for v in args.ids.split(",")] if args.ids else \
+            list(range(min(args.rows, model.num_identities)))
+    except ValueError:
+        raise ValueError(f"--ids must be comma-separated integers, not {args.ids!r}") from None
     identities = model.table_identities(rows)
     if args.prior:
         identities = np.concatenate([identities, model.sample_identities(args.prior, seed=args.seed)])
@@ -185,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
             run_eval(args)
         elif args.command == "sample":
             run_sample(args)
+        elif args.command == "explore":
+            from explorer.app import main as explore
+            explore(checkpoint=args.checkpoint, data=args.data, host=args.host, port=args.port,
+                    device=args.device)
     except (DataError, CheckpointError, ValueError, FloatingPointError) as e:
         print(f"genreid {args.command}: error: {e}", file=sys.stderr)
         return 2

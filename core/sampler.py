@@ -39,7 +39,7 @@ def ddim_sample(model: Denoiser, x_T: torch.Tensor, schedule: ScheduleConfig,
                 predicts: Literal["eps", "x0"] = "eps", steps: int | None = None,
                 callback: Callback | None = None) -> torch.Tensor:
     """Run the reverse process from pure noise x_T (shape (B, ...)); returns x0_hat."""
-    steps = steps or schedule.steps
+    steps = schedule.steps if steps is None else steps
     shape = (x_T.shape[0],) + (1,) * (x_T.dim() - 1)
     x = x_T
     x0 = x_T

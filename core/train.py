@@ -89,6 +89,10 @@ class Trainer:
     def on_save(self, step: int) -> dict:
         return {}
 
+    def identity(self) -> dict:
+        """What a saved state belongs to (resuming checks the part)."""
+        return {"part": self.part, "out": str(self.out.resolve())}
+
     # --- the loop
     def randn(self, *shape) -> torch.Tensor:
         return torch.randn(*shape, generator=self.rng).to(self.device)
@@ -109,7 +113,7 @@ class Trainer:
 
     def run(self) -> None:
         state = ckpt.load_training_state(self.work_dir, {"model": self.model, "ema": self.ema},
-                                         self.optimizer)
+                                         self.optimizer, {"part": self.part})
         start = 0
         if state is not None:
             meta, rng = state
@@ -157,7 +161,7 @@ class Trainer:
 
     def save(self, step: int) -> None:
         ckpt.save_training_state(self.work_dir, step, {"model": self.model, "ema": self.ema},
-                                 self.optimizer, {"part": self.part},
+                                 self.optimizer, self.identity(),
                                  {"batch": self.rng.get_state(), "torch": torch.get_rng_state()})
         self.export()
 
@@ -202,10 +206,12 @@ class GeneratorTrainer(Trainer):
             self.config.save(saved)
         self.normalizer = Normalizer(self.config.mean, self.config.std, self.device)
         self.data = TrainingImages(split, self.normalizer, self.device)
-        if len(self.data.pids) != self.config.generator.num_identities:
-            raise ValueError(f"{data} has {len(self.data.pids)} identities but the run in "
-                             f"{self.work_dir} was started with "
-                             f"{self.config.generator.num_identities}")
+        started = self.work_dir / "identities.json"
+        if started.is_file() and ckpt.read_identities(self.work_dir) != self.data.pids.tolist():
+            raise ValueError(f"{data} does not hold the identities the run in {self.work_dir} "
+                             "started with: pass the same training split (or another --work-dir)")
+        if not started.is_file():
+            ckpt.write_json(started, {"pids": self.data.pids.tolist(), "source": self.source})
         self.id_lr_scale = id_lr_scale
         generator = Generator(self.config.generator)
         if self.config.generator.id_init == "pca":
@@ -347,8 +353,9 @@ class Img2IDTrainer(ModelSetTrainer):
             raise ValueError("--real-fraction > 0 needs --data (the generator's training split)")
         self.real = self.real_images(data) if real_fraction > 0 else None
         self.n_real = round(options.batch_size * real_fraction)
-        self.prior = self.frozen(ckpt.load_weights(checkpoint, "prior",
-                                                   IdentityPrior(self.config.prior)))
+        if self.n_real < options.batch_size:  # generated images need the prior
+            self.prior = self.frozen(ckpt.load_weights(checkpoint, "prior",
+                                                       IdentityPrior(self.config.prior)))
         self.setup(Img2ID(self.config.img2id, tuple(self.config.image_size)))
 
     def losses(self):

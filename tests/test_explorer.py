@@ -1,0 +1,398 @@
+"""Tests of the explorer: each panel's handler on a TINY model set made by the real training
+code, the start without a dataset and with missing networks, and an end-to-end run that
+starts the app on a free loopback port and drives every endpoint through gradio_client."""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import numpy as np
+import pytest
+import torch
+from conftest import TRAIN_PIDS, make_market_dataset
+from PIL import Image
+
+from core import cli
+from core.config import (GeneratorConfig, Img2IDConfig, Img2NoiseConfig, ModelSetConfig,
+                         PriorConfig, UNetConfig)
+from core.metrics import euclidean_distances
+from explorer import handlers as h
+from explorer import render
+from explorer import state as state_module
+from explorer.state import ExplorerState, load_state
+
+
+torch.set_num_threads(1)  # tiny networks on a shared CPU: a second thread only spins
+ROOT = Path(__file__).resolve().parent.parent
+ID_DIM = 8
+ENDPOINTS = ("generate", "sweep", "neighbors", "projection", "retrieve", "decompose")
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="session")
+def explorer_model_set(tmp_path_factory) -> SimpleNamespace:
+    """A tiny model set trained (2 steps per network) on the fixture dataset by `genreid train`;
+    also a copy holding only the generator, as a set whose other networks are not trained yet."""
+    root = tmp_path_factory.mktemp("explorer")
+    market = make_market_dataset(root / "market")
+    unet = UNetConfig(widths=[8, 16], block_depth=1)
+    config = ModelSetConfig(generator=GeneratorConfig(unet=unet, id_dim=ID_DIM, noise_embedding_dim=8),
+                            prior=PriorConfig(id_dim=ID_DIM, hidden=32, layers=2,
+                                              noise_embedding_dim=8),
+                            img2id=Img2IDConfig(unet=unet, dense=[16], id_dim=ID_DIM),
+                            img2noise=Img2NoiseConfig(unet=unet))
+    config.save(root / "tiny.json")
+    full, runs = root / "set", root / "runs"
+    common = ["--steps", "2", "--batch-size", "4", "--device", "cpu", "--save-every", "2"]
+    train = str(market / "bounding_box_train")
+    assert cli.main(["train", "generator", "--data", train, "--out", str(full), "--config",
+                     str(root / "tiny.json"), "--work-dir", str(runs / "generator")] + common) == 0
+    generator_only = root / "generator-only"
+    shutil.copytree(full, generator_only)
+    assert cli.main(["train", "prior", "--checkpoint", str(full), "--work-dir",
+                     str(runs / "prior")] + common) == 0
+    assert cli.main(["train", "img2id", "--checkpoint", str(full), "--work-dir",
+                     str(runs / "img2id")] + common) == 0
+    assert cli.main(["train", "img2noise", "--checkpoint", str(full), "--data", train,
+                     "--work-dir", str(runs / "img2noise")] + common) == 0
+    return SimpleNamespace(full=full, generator_only=generator_only, market=market,
+                           cache=root / "cache")
+
+
+@pytest.fixture(scope="module")
+def bare(explorer_model_set) -> ExplorerState:
+    """No dataset: galleries generated from prior samples."""
+    return load_state(explorer_model_set.full, None, "cpu", cache_dir=explorer_model_set.cache,
+                      background=False, num_prior=12, generated_identities=3,
+                      generated_per_identity=2)
+
+
+@pytest.fixture(scope="module")
+def with_data(explorer_model_set) -> ExplorerState:
+    return load_state(explorer_model_set.full, explorer_model_set.market, "cpu",
+                      cache_dir=explorer_model_set.cache, background=False, num_prior=12)
+
+
+def files_by_name(files) -> dict[str, Path]:
+    paths = {Path(f).name: Path(f) for f in files}
+    assert all(p.is_file() and p.stat().st_size > 0 for p in paths.values())
+    return paths
+
+
+# ----------------------------------------------------------------------------- state
+def test_state_caches_the_identity_space(bare):
+    n = len(TRAIN_PIDS)
+    assert bare.table.shape == (n, bare.dim) and bare.train_keys == [f"pid {p}" for p in TRAIN_PIDS]
+    assert bare.prior.shape == (12, bare.dim) and bare.prior_keys[0] == "prior 0"
+    brute = np.sqrt(((bare.table[:, None] - bare.table[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(bare.distances, brute, atol=1e-6)
+    assert len(bare.pair_distances) == n * (n - 1) // 2
+    i, j, d = bare.closest
+    assert d == pytest.approx(bare.pair_distances.min()) and d == pytest.approx(brute[i, j])
+    i, j, d = bare.farthest
+    assert d == pytest.approx(bare.pair_distances.max()) and d == pytest.approx(brute[i, j])
+
+
+def test_identity_keys_resolve(bare):
+    pid = TRAIN_PIDS[1]
+    for text in (f"pid {pid}", str(pid), f" PID #{pid} ", "row 1"):
+        key, vector = bare.resolve(text)
+        assert key == f"pid {pid}"
+        np.testing.assert_array_equal(vector, bare.table[1])
+    key, vector = bare.resolve("prior 3")
+    assert key == "prior 3" and np.array_equal(vector, bare.prior[3])
+    for bad in ("nobody", "pid 9999", "row 99", "prior 12"):
+        with pytest.raises(ValueError):
+            bare.resolve(bad)
+
+
+def test_umap_is_never_imported_at_start(bare):
+    assert "umap" not in sys.modules
+
+
+# ----------------------------------------------------------------------------- 1. generation
+def test_generate_rows_are_identities_columns_are_noises(bare):
+    picture, info, files = h.generate(bare, ["pid 2", "row 3"], 1, 3, 7, 5)
+    again, _, _ = h.generate(bare, ["pid 2", "row 3"], 1, 3, 7, 5)
+    np.testing.assert_array_equal(picture, again)  # seeded: reproducible
+    other, _, _ = h.generate(bare, ["pid 2", "row 3"], 1, 3, 8, 5)
+    assert not np.array_equal(picture, other)  # another noise seed, other pictures
+    f = files_by_name(files)
+    assert set(f) == {"generation.png", "identities.csv", "identities.npy", "noises.npy"}
+    vectors, noises = np.load(f["identities.npy"]), np.load(f["noises.npy"])
+    np.testing.assert_array_equal(noises, bare.model.noise(3, seed=7))
+    np.testing.assert_array_equal(vectors[0], bare.table[0])
+    np.testing.assert_array_equal(vectors[2], bare.model.sample_identities(1, seed=5)[0])
+    # The picture is the model's grid (the same noise down each column), labelled, enlarged 3x.
+    grid = bare.model.generate_grid(vectors, noises)
+    expected = render.compose(grid, row_labels=["pid 2", "pid 11", "new 0\n(prior seed 5)"],
+                              captions=[["noise 1", "noise 2", "noise 3"], [None] * 3, [None] * 3])
+    np.testing.assert_array_equal(picture, expected)
+    assert np.array_equal(np.asarray(Image.open(f["generation.png"])), picture)
+    assert "3 identities × 3 noises" in info
+
+
+def test_generate_defaults_and_errors(bare):
+    picture, _, files = h.generate(bare)
+    vectors = np.load(files_by_name(files)["identities.npy"])
+    assert len(vectors) == len(h.default_identities(bare)) + 2
+    assert 0 <= h.new_noise_seed() < 1_000_000
+    with pytest.raises(gr.Error, match="unknown identity"):
+        h.generate(bare, ["nobody"])
+    with pytest.raises(gr.Error, match="noises must be within"):
+        h.generate(bare, noises=0)
+    with pytest.raises(gr.Error, match="at least one identity"):
+        h.generate(bare, [], 0)
+
+
+# ----------------------------------------------------------------------------- 2. sweep
+def test_sweep_rows_are_coordinates_and_ranking(bare):
+    picture, table, info, files = h.sweep(bare, "pid 5", [3, "z1"], -0.3, 0.3, 4, 0)
+    assert list(table["coordinate"]) in (["z3", "z1"], ["z1", "z3"]) and len(table) == 2
+    changes = list(table["change end to end"])
+    assert changes == sorted(changes, reverse=True)
+    vectors = np.load(files_by_name(files)["vectors.npy"])
+    assert vectors.shape == (8, bare.dim)
+    np.testing.assert_allclose(vectors[:4, 3], [-0.3, -0.1, 0.1, 0.3], atol=1e-6)
+    np.testing.assert_allclose(vectors[4:, 1], [-0.3, -0.1, 0.1, 0.3], atol=1e-6)
+    untouched = np.delete(vectors[:4], 3, axis=1)
+    np.testing.assert_array_equal(untouched, np.repeat(np.delete(bare.table[1], 3)[None], 4, 0))
+    _, table_all, _, _ = h.sweep(bare, "pid 5", [3], rank_all=True, steps=3)
+    assert len(table_all) == bare.dim and list(table_all["rank"]) == list(range(1, bare.dim + 1))
+    _, _, _, files = h.sweep(bare, "pid 5", [0], -0.1, 0.1, 3, relative=True)
+    rel = np.load(files_by_name(files)["vectors.npy"])
+    np.testing.assert_allclose(rel[:, 0], bare.table[1, 0] + np.array([-0.1, 0, 0.1]), atol=1e-6)
+
+
+def test_sweep_default_and_errors(bare):
+    picture, table, info, files = h.sweep(bare)
+    assert len(table) == len(h.SWEEP_COORDINATES) and "-0.30 to +0.30 in 7 steps" in info
+    with pytest.raises(gr.Error, match="coordinates are 0"):
+        h.sweep(bare, coordinates=[bare.dim])
+    with pytest.raises(gr.Error, match="range is empty"):
+        h.sweep(bare, low=0.2, high=0.2)
+
+
+# ----------------------------------------------------------------------------- 3. neighbours
+def test_neighbors_are_the_nearest_identities(bare):
+    picture, table, pairs, stats, histogram, files = h.neighbors(bare, "pid 2", 5)
+    assert len(table) == len(TRAIN_PIDS) - 1  # k is capped at the other identities
+    d = euclidean_distances(bare.table[:1], bare.table)[0]
+    order = np.argsort(d)[1:]
+    assert list(table["identity"]) == [bare.train_keys[i] for i in order]
+    np.testing.assert_allclose(table["distance"], d[order], atol=1e-4)
+    assert pairs is not None and histogram is not None
+    p = bare.pair_distances
+    assert f"min {p.min():.3f}" in stats and f"max {p.max():.3f}" in stats
+    f = files_by_name(files)
+    np.testing.assert_array_equal(np.load(f["pairwise_distances.npy"]), bare.distances)
+    # Portraits are generated once with the fixed noise, then memoised.
+    portrait = bare.portrait_ready("pid 2")
+    expected = bare.model.generate(bare.table[:1], bare.portrait_noise)[0]
+    np.testing.assert_array_equal(portrait, expected)
+    # A prior sample's neighbours are all the training identities.
+    _, table, *_ = h.neighbors(bare, "prior 0", 2)
+    assert len(table) == 2
+
+
+def test_real_portraits_with_data(with_data):
+    assert with_data.real_portraits
+    portrait = with_data.portraits(["pid 2"])[0]
+    first = sorted((with_data.data / "bounding_box_train").glob("0002_*.jpg"))[0]
+    np.testing.assert_array_equal(portrait, np.asarray(Image.open(first).convert("RGB")))
+
+
+# ----------------------------------------------------------------------------- 4. projection
+def test_projection_is_cached_and_clicks_select(bare):
+    fig, picture, info, files = h.projection(bare)
+    assert "PCA" in info and len(bare._projections) == 1
+    keys = [c[0] for trace in fig.data for c in trace.customdata]
+    assert sorted(keys) == sorted(bare.train_keys + bare.prior_keys)
+    h.projection(bare, "PCA", "identity norm")
+    h.projection(bare, "pca", "z3", "pid 5")
+    assert len(bare._projections) == 1  # colours and selections reuse the projection
+    # A click on the rendered map selects the nearest point.
+    points, coords, *_ = h._map(bare, "PCA", "source", None)
+    xy = render.map_positions(coords)[2]
+    evt = gr.SelectData(None, {"index": [float(xy[0]) + 2, float(xy[1]) - 1], "value": None})
+    assert h.select_on_map(bare, "PCA", "source", evt) == points.keys[2]
+    far = gr.SelectData(None, {"index": [-500, -500], "value": None})
+    assert not isinstance(h.select_on_map(bare, "PCA", "source", far), str)
+    # Selecting an identity makes it the current one in the other panels.
+    portrait, info, picture, sweep_id, nb_id, ip_id, gen_ids = h.select_identity(
+        bare, "prior 2", ["pid 2", "prior 2", "pid 5"])
+    assert sweep_id == nb_id == ip_id == "prior 2" and gen_ids == ["prior 2", "pid 2", "pid 5"]
+    assert portrait.shape == (64 * 4, 32 * 4, 3)
+    with pytest.raises(gr.Error):
+        h.projection(bare, "tSNE")
+    evt = SimpleNamespace(_data={"key": "pid 7"})
+    assert h.select_from_plot(evt) == "pid 7"
+
+
+def test_umap_is_lazy_and_computed_once(bare, monkeypatch):
+    calls = []
+
+    def fake_umap(x, seed=0, report=None):
+        calls.append(len(x))
+        return np.stack([x[:, 0], x[:, 1]], 1)
+
+    monkeypatch.setattr(state_module, "umap_embedding", fake_umap)
+    fig, picture, info, files = h.projection(bare, "UMAP", "source")
+    h.projection(bare, "UMAP", "identity norm")
+    assert calls == [len(bare.train_keys) + len(bare.prior_keys)] and "UMAP" in info
+    assert "umap" not in sys.modules
+
+
+# ----------------------------------------------------------------------------- 5. retrieval
+def test_retrieve_without_data_uses_a_generated_gallery(bare):
+    picture, table, info, files = h.retrieve(bare, None, 1, 4)
+    query, gallery = bare.pictures()
+    assert gallery.generated and len(gallery) == 6 and len(query) == 3
+    assert "generated" in info and "Average precision" in info
+    assert list(table["rank"]) == [1, 2, 3, 4]
+    right = [g == query.labels[1] for g in gallery.labels[table["gallery index"]]]
+    assert list(table["right person"]) == ["yes" if r else "no" for r in right]
+    f = files_by_name(files)
+    q = np.load(f["query_identity.npy"])
+    np.testing.assert_allclose(q, bare.model.encode(query.images[1:2])[0], atol=1e-6)
+
+
+def test_retrieve_with_data_reports_average_precision(with_data, tmp_path):
+    picture, table, info, files = h.retrieve(with_data)
+    query, gallery = with_data.pictures()
+    assert not gallery.generated and len(gallery) == 8  # the junk box is dropped
+    features = with_data.gallery_features()
+    q = with_data.model.encode(query.images[:1])
+    d = euclidean_distances(q, features)[0]
+    order = np.argsort(d, kind="stable")
+    assert list(table["gallery index"]) == list(order)
+    assert "standard protocol" in info and "paper" in info
+    # An upload named like Market-1501 carries its label; any other name does not.
+    src = sorted((with_data.data / "query").glob("*.jpg"))[1]
+    named = tmp_path / src.name
+    shutil.copy(src, named)
+    _, table, info, _ = h.retrieve(with_data, str(named), k=3)
+    assert set(table["right person"]) <= {"yes", "no"} and "Average precision" in info
+    anonymous = tmp_path / "person.png"
+    Image.open(src).save(anonymous)
+    _, table, info, _ = h.retrieve(with_data, str(anonymous), k=3)
+    assert set(table["right person"]) == {"?"} and "unknown" in info
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a picture")
+    with pytest.raises(gr.Error, match="cannot read image"):
+        h.retrieve(with_data, str(broken))
+    with pytest.raises(gr.Error, match="query picture index"):
+        h.retrieve(with_data, None, 99)
+
+
+# ----------------------------------------------------------------------------- 6. decomposition
+def test_decompose_splits_and_regenerates(with_data):
+    strip, figure, info, files = h.decompose(with_data)
+    query, _ = with_data.pictures()
+    parts = with_data.model.decompose(query.images[:1])
+    f = files_by_name(files)
+    np.testing.assert_allclose(np.load(f["identity.npy"]), parts.identity[0], atol=1e-6)
+    np.testing.assert_allclose(np.load(f["noise.npy"]), parts.noise[0], atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(Image.open(f["regenerated.png"])),
+                                  parts.reconstruction[0])
+    np.testing.assert_array_equal(np.asarray(Image.open(f["noise.png"])),
+                                  with_data.model.noise_picture(parts.noise)[0])
+    assert f"reconstruction error {parts.error[0]:.4f}" in info
+    assert {"identity.csv", "decomposition.png"} <= set(f)
+
+
+def test_swap_and_interpolate(with_data):
+    picture, info, files = h.swap(with_data)
+    query, _ = with_data.pictures()
+    parts = with_data.model.decompose(query.images[:2])
+    f = files_by_name(files)
+    expected = with_data.model.generate(parts.identity[1:2], parts.noise[0:1])[0]
+    np.testing.assert_array_equal(np.asarray(Image.open(f["a_pose_b_person.png"])), expected)
+    picture, info, files = h.interpolate(with_data, "pid 2", "prior 1", 3, 4)
+    vectors = np.load(files_by_name(files)["vectors.npy"])
+    np.testing.assert_allclose(vectors[0], with_data.table[0], atol=1e-6)
+    np.testing.assert_allclose(vectors[-1], with_data.prior[1], atol=1e-6)
+    np.testing.assert_allclose(vectors[1], (vectors[0] + vectors[2]) / 2, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- missing networks
+def test_generator_only_set_starts_and_explains_missing_parts(explorer_model_set):
+    st = load_state(explorer_model_set.generator_only, None, "cpu", cache_dir=False,
+                    background=False)
+    assert not st.has("prior") and len(st.prior) == 0 and h.default_new_identities(st) == 0
+    h.generate(st)
+    h.sweep(st, steps=2)
+    h.neighbors(st)
+    h.projection(st)
+    h.interpolate(st, steps=2)
+    for call in (h.retrieve, h.decompose, h.swap):
+        with pytest.raises(gr.Error, match="genreid train img2id"):
+            call(st)
+    with pytest.raises(gr.Error, match="prior"):
+        h.generate(st, new_identities=1)
+
+
+# ----------------------------------------------------------------------------- end to end
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_app_end_to_end_through_gradio_client(explorer_model_set, tmp_path):
+    from gradio_client import Client, handle_file
+
+    from explorer.app import main
+
+    port = free_port()
+    start = time.perf_counter()
+    demo = main(explorer_model_set.full, explorer_model_set.market, "127.0.0.1", port, "cpu",
+                prevent_thread_lock=True, quiet=True, cache_dir=tmp_path / "cache", num_prior=12)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 60
+        while True:  # "Running on" is printed before the server answers: poll it
+            try:
+                urllib.request.urlopen(url + "gradio_api/info", timeout=2).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert time.perf_counter() - start < 60
+        client = Client(url, verbose=False)
+        named = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+        assert {f"/{e}" for e in ENDPOINTS} | {"/swap", "/interpolate"} <= set(named)
+        for endpoint in ENDPOINTS + ("swap", "interpolate"):
+            result = client.predict(api_name=f"/{endpoint}")  # defaults: the panel's default view
+            assert isinstance(result, tuple) and len(result) >= 3, endpoint
+            first = result[0]
+            if endpoint != "projection":
+                picture = np.asarray(Image.open(first))
+                assert Image.open(first).format == "PNG" and picture.shape[0] >= 64 * 3, endpoint
+        # decompose takes an upload
+        upload = sorted((explorer_model_set.market / "query").glob("*.jpg"))[0]
+        strip, figure, info, files = client.predict(handle_file(str(upload)), api_name="/decompose")
+        assert upload.name in info and any(Path(f).name == "identity.npy" for f in files)
+        # the other panels with arguments
+        _, table, *_ = client.predict(identity="pid 5", k=2, api_name="/neighbors")
+        assert len(table["data"]) == 2
+        with pytest.raises(Exception, match="unknown identity"):  # a readable gr.Error
+            client.predict(identity="nobody", api_name="/sweep")
+        assert "umap" not in sys.modules
+    finally:
+        demo.close()
+
+
+def test_script_entry_point_reports_a_missing_model_set(tmp_path):
+    result = subprocess.run([sys.executable, "explorer/app.py", "--checkpoint", str(tmp_path / "none")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "does not exist" in result.stderr

@@ -1,0 +1,475 @@
+"""End to end through the command line: train a tiny model set, resume, pack, evaluate,
+sample, and use the Python API on the result.
+
+One module-scoped fixture trains all four networks once (a few steps each) on the tiny
+Market-1501-style dataset of conftest.py; the tests then read that set. Tests that write
+(resume, corruption) work on copies so the shared set stays as trained.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from conftest import TEST_PIDS, TRAIN_PIDS, make_market_dataset
+from core import checkpoint as ckpt
+from core.api import GenReID
+from core.cli import main
+from core.config import (GeneratorConfig, Img2IDConfig, Img2NoiseConfig, ModelSetConfig,
+                         PriorConfig, UNetConfig)
+
+# One thread: tiny networks, and on a CPU shared with another job the OpenMP workers of a
+# second thread spin-wait and make each forward pass ~100x slower.
+torch.set_num_threads(1)
+
+H, W = 64, 32
+ID_DIM = 8
+PARTS = ("generator", "prior", "img2id", "img2noise")
+NUM_QUERY = len(TEST_PIDS)  # one query image per test identity
+NUM_GALLERY = 2 * len(TEST_PIDS) + 1 + 1  # 2 per identity, 1 more of pid 3, 1 distractor (junk dropped)
+
+
+def tiny_config() -> ModelSetConfig:
+    unet = UNetConfig(widths=[8, 16], block_depth=1)
+    return ModelSetConfig(
+        generator=GeneratorConfig(unet=unet, id_dim=ID_DIM, noise_embedding_dim=8),
+        prior=PriorConfig(id_dim=ID_DIM, hidden=32, layers=2, noise_embedding_dim=8),
+        img2id=Img2IDConfig(unet=unet, dense=[16], id_dim=ID_DIM),
+        img2noise=Img2NoiseConfig(unet=unet),
+    )
+
+
+def cli(*args) -> int:
+    return main([str(a) for a in args])
+
+
+def generator_args(data, out, work, config, steps=4):
+    return ["train", "generator", "--data", data, "--out", out, "--config", config,
+            "--steps", steps, "--batch-size", 4, "--save-every", 2, "--sample-every", 2,
+            "--work-dir", work]
+
+
+def log_steps(work: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (work / "log.jsonl").read_text().splitlines()]
+
+
+class Trained:
+    """Paths of the module's dataset and trained model set."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.market = make_market_dataset(root / "market")
+        self.train = self.market / "bounding_box_train"
+        self.config = root / "tiny.json"
+        self.set = root / "set"
+        self.runs = root / "runs"
+        tiny_config().save(self.config)
+
+    def work(self, part: str) -> Path:
+        return self.runs / part
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Trained:
+    t = Trained(tmp_path_factory.mktemp("pipeline"))
+    assert cli(*generator_args(t.train, t.set, t.work("generator"), t.config)) == 0
+    assert cli("train", "prior", "--checkpoint", t.set, "--steps", 4, "--batch-size", 8,
+               "--save-every", 2, "--work-dir", t.work("prior")) == 0
+    assert cli("train", "img2id", "--checkpoint", t.set, "--data", t.train, "--real-fraction", 0.5,
+               "--steps", 2, "--batch-size", 4, "--work-dir", t.work("img2id")) == 0
+    assert cli("train", "img2noise", "--checkpoint", t.set, "--data", t.train,
+               "--generated-fraction", 0.5, "--steps", 2, "--batch-size", 2,
+               "--work-dir", t.work("img2noise")) == 0
+    return t
+
+
+@pytest.fixture(scope="module")
+def model(trained) -> GenReID:
+    return GenReID.load(trained.set, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def pictures(trained) -> np.ndarray:
+    """Three query pictures of the dataset, uint8 (3, 64, 32, 3)."""
+    files = sorted((trained.market / "query").glob("*.jpg"))
+    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+
+
+# ------------------------------------------------------------------------- training / folders
+
+def test_model_set_folder_holds_every_file(trained):
+    names = {p.name for p in trained.set.iterdir()}
+    assert names == {"config.json", "identities.json", "manifest.json",
+                     *(f"{p}.safetensors" for p in PARTS)}
+    manifest = ckpt.verify(trained.set)
+    assert set(manifest) == names - {"manifest.json"}
+    config = ckpt.read_config(trained.set)
+    assert config.generator.num_identities == len(TRAIN_PIDS)
+    assert config.generator.unet.widths == [8, 16] and config.img2id.dense == [16]
+    # normalisation statistics come from the data, not the defaults
+    assert config.mean != [0.5, 0.5, 0.5] and all(0 < m < 1 for m in config.mean)
+    assert all(0 < s < 0.5 for s in config.std)
+    identities = json.loads((trained.set / "identities.json").read_text())
+    assert identities["pids"] == sorted(TRAIN_PIDS)
+    for part in PARTS:
+        state = load_file(str(trained.set / f"{part}.safetensors"))
+        assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+
+
+def test_training_logs_and_state(trained):
+    work = trained.work("generator")
+    assert log_steps(work) == [2, 4]
+    records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) and np.isfinite(r["l1"]) for r in records)
+    assert all(0.0 <= r["identity_share"] <= 1.0 for r in records)  # --sample-every 2
+    assert sorted(p.name for p in (work / "samples").iterdir()) == ["step-00000002.png",
+                                                                   "step-00000004.png"]
+    # 4 identities x 4 noises at 64x32
+    assert Image.open(work / "samples" / "step-00000004.png").size == (4 * W, 4 * H)
+    assert json.loads((work / "latest.json").read_text())["step"] == 4
+    assert sorted(p.name for p in work.glob("step-*")) == ["step-00000002", "step-00000004"]
+    assert (work / "config.json").is_file()
+    for part, steps in (("prior", 4), ("img2id", 2), ("img2noise", 2)):
+        assert json.loads((trained.work(part) / "latest.json").read_text())["step"] == steps
+        assert log_steps(trained.work(part))[-1] == steps
+
+
+def test_prior_normalisation_comes_from_the_table(model):
+    prior, table = model.networks["prior"], model.networks["generator"].identities.weight
+    assert torch.allclose(prior.mean, table.mean(0), atol=1e-3)
+    assert torch.allclose(prior.std, table.std(0), rtol=1e-2)
+
+
+def test_generator_resume_continues_instead_of_restarting(trained, tmp_path, capsys):
+    # Work on copies: the shared set must stay as trained.
+    out, work = tmp_path / "set", tmp_path / "work"
+    shutil.copytree(trained.set, out)
+    shutil.copytree(trained.work("generator"), work)
+    before = ckpt.sha256(out / "generator.safetensors")
+
+    # The same --steps again: nothing more to do.
+    assert cli(*generator_args(trained.train, out, work, trained.config, steps=4)) == 0
+    assert "already trained for 4 steps" in capsys.readouterr().out
+    assert log_steps(work) == [2, 4]
+    assert ckpt.sha256(out / "generator.safetensors") == before
+    ckpt.verify(out)
+
+    # More steps: resumes at 4, logs only 6.
+    assert cli(*generator_args(trained.train, out, work, trained.config, steps=6)) == 0
+    assert "resuming generator from step 4" in capsys.readouterr().out
+    assert log_steps(work) == [2, 4, 6]
+    assert json.loads((work / "latest.json").read_text())["step"] == 6
+    assert sorted(p.name for p in work.glob("step-*")) == ["step-00000004", "step-00000006"]
+    assert ckpt.sha256(out / "generator.safetensors") != before
+    ckpt.verify(out)  # the manifest was refreshed with the new generator
+    GenReID.load(out, device="cpu")  # the other parts still fit
+
+    # A run of 6 straight steps reaches the very same state: resuming restored the weights,
+    # the EMA, the Adam moments and the random streams (batches, flips, times, noise).
+    straight = tmp_path / "straight-work"
+    assert cli(*generator_args(trained.train, tmp_path / "straight", straight, trained.config,
+                               steps=6)) == 0
+    atol = 1e-4 if torch.cuda.is_available() else 0.0  # CPU kernels are deterministic
+    for name in ("model", "ema", "optimizer"):
+        a = load_file(str(work / "step-00000006" / f"{name}.safetensors"))
+        b = load_file(str(straight / "step-00000006" / f"{name}.safetensors"))
+        assert a.keys() == b.keys()
+        for k in a:
+            assert torch.allclose(a[k].float(), b[k].float(), rtol=0, atol=atol), (name, k)
+
+
+def test_resume_keeps_the_started_architecture(trained, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(trained.work("generator"), work)
+    other = tiny_config()
+    other.generator.unet.widths = [8, 24]
+    other.save(tmp_path / "other.json")
+    assert cli(*generator_args(trained.train, tmp_path / "set", work, tmp_path / "other.json",
+                               steps=4)) == 0
+    assert ckpt.read_config(tmp_path / "set").generator.unet.widths == [8, 16]
+
+
+def test_pack_then_train_from_the_pack(trained, tmp_path, capsys):
+    pack = tmp_path / "train.npz"
+    assert cli("pack", "--data", trained.train, "--out", pack) == 0
+    assert "packed 16 images" in capsys.readouterr().out
+    out = tmp_path / "set"
+    assert cli("train", "generator", "--data", pack, "--out", out, "--config", trained.config,
+               "--steps", 2, "--batch-size", 4, "--save-every", 2,
+               "--work-dir", tmp_path / "work") == 0
+    ckpt.verify(out)
+    identities = json.loads((out / "identities.json").read_text())
+    assert identities["pids"] == sorted(TRAIN_PIDS)
+    assert identities["source"] == str(pack)
+    assert GenReID.load(out, device="cpu").num_identities == len(TRAIN_PIDS)
+    # the pack's images are JPEG re-encoded: statistics close to the folder's
+    np.testing.assert_allclose(ckpt.read_config(out).mean, ckpt.read_config(trained.set).mean,
+                               atol=0.01)
+
+
+# ---------------------------------------------------------------------------------- API
+
+def test_load_and_properties(model):
+    assert all(model.has(p) for p in PARTS)
+    assert model.image_size == (H, W)
+    assert model.id_dim == ID_DIM
+    assert model.num_identities == len(TRAIN_PIDS)
+    assert model.pids.tolist() == sorted(TRAIN_PIDS)
+    assert model.row_of_pid(7) == sorted(TRAIN_PIDS).index(7)
+    with pytest.raises(ValueError, match="person id 3"):
+        model.row_of_pid(3)
+    assert not any(p.requires_grad for net in model.networks.values() for p in net.parameters())
+    assert not any(net.training for net in model.networks.values())
+
+
+def test_table_identities(model):
+    ids = model.table_identities([0, 3, 1])
+    assert ids.shape == (3, ID_DIM) and ids.dtype == np.float32
+    table = model.networks["generator"].identities.weight.numpy()
+    np.testing.assert_array_equal(ids, table[[0, 3, 1]])
+
+
+def test_generate_is_deterministic_with_right_shapes(model):
+    ids = model.table_identities([0, 1, 2])
+    noise = model.noise(3, seed=7)
+    assert noise.shape == (3, 3, H, W)
+    np.testing.assert_array_equal(noise, model.noise(3, seed=7))
+    assert not np.array_equal(noise, model.noise(3, seed=8))
+    a = model.generate(ids, noise)
+    b = model.generate(ids, noise)
+    assert a.shape == (3, H, W, 3) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a[0], a[1])  # different noises, different pictures
+    # the number of sampler steps is passed through: one network call per step
+    calls = []
+    hook = model.networks["generator"].register_forward_hook(lambda *args: calls.append(1))
+    try:
+        c = model.generate(ids, noise, steps=3)
+        model.generate(ids, noise)
+    finally:
+        hook.remove()
+    assert c.shape == a.shape and len(calls) == 3 + model.config.schedule.steps
+
+
+def test_generate_does_not_depend_on_the_batch(model):
+    ids, noise = model.table_identities([0, 1, 2, 3]), model.noise(4, seed=1)
+    together = model.generate(ids, noise).astype(int)
+    model.batch_size = 1
+    try:
+        alone = model.generate(ids, noise).astype(int)
+    finally:
+        model.batch_size = 64
+    assert np.abs(together - alone).max() <= 1  # float rounding at most
+
+
+def test_generate_grid_pairs_every_identity_with_every_noise(model):
+    ids = model.table_identities([0, 1, 2])
+    noises = model.noise(2, seed=3)
+    grid = model.generate_grid(ids, noises)
+    assert grid.shape == (3, 2, H, W, 3) and grid.dtype == np.uint8
+    for i in range(3):
+        for n in range(2):
+            single = model.generate(ids[i:i + 1], noises[n:n + 1])[0]
+            assert np.abs(grid[i, n].astype(int) - single.astype(int)).max() <= 1, (i, n)
+
+
+def test_sample_identities_reproducible(model):
+    a = model.sample_identities(5, seed=0)
+    assert a.shape == (5, ID_DIM) and a.dtype == np.float32 and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, model.sample_identities(5, seed=0))
+    assert not np.allclose(a, model.sample_identities(5, seed=1))
+    assert len(np.unique(a.round(6), axis=0)) == 5
+    # sampled identities can be generated from
+    assert model.generate(a[:2], model.noise(2, seed=0)).shape == (2, H, W, 3)
+
+
+def test_encode_shapes_and_picture_kinds(model, pictures):
+    v = model.encode(pictures)
+    assert v.shape == (3, ID_DIM) and v.dtype == np.float32 and np.isfinite(v).all()
+    np.testing.assert_allclose(model.encode(pictures), v, atol=1e-6)
+    # a list of PIL images of the model's size is the same as the array
+    pil = [Image.fromarray(p) for p in pictures]
+    np.testing.assert_allclose(model.encode(pil), v, atol=1e-5)
+    # other sizes and grayscale are resized / converted
+    big = pil[0].resize((2 * W, 2 * H))
+    gray = pil[1].convert("L").resize((20, 50))
+    w = model.encode([big, gray, pictures[2]])
+    assert w.shape == (3, ID_DIM) and np.isfinite(w).all()
+    np.testing.assert_allclose(w[2], v[2], atol=1e-5)
+    assert model.encode(pil[0]).shape == (1, ID_DIM)  # one picture alone
+    flip = model.encode(pictures, flip=True)
+    mirrored = model.encode(pictures[:, :, ::-1].copy())
+    np.testing.assert_allclose(flip, 0.5 * (v + mirrored), atol=1e-5)
+    with pytest.raises(ValueError):
+        model.encode([])
+
+
+def test_decompose(model, pictures):
+    d = model.decompose(pictures)
+    assert d.identity.shape == (3, ID_DIM)
+    assert d.noise.shape == (3, 3, H, W)
+    assert d.reconstruction.shape == (3, H, W, 3) and d.reconstruction.dtype == np.uint8
+    assert d.error.shape == (3,) and ((d.error >= 0) & (d.error <= 1)).all()
+    np.testing.assert_array_equal(d.image, pictures)
+    expected = np.abs(d.reconstruction.astype(float) - pictures.astype(float)).mean((1, 2, 3)) / 255
+    np.testing.assert_allclose(d.error, expected, atol=1e-6)
+    # the parts agree with the other methods
+    np.testing.assert_allclose(d.identity, model.encode(pictures), atol=1e-5)
+    regenerated = model.generate(d.identity, d.noise).astype(int)
+    assert np.abs(regenerated - d.reconstruction.astype(int)).max() <= 1
+
+
+def test_noise_picture_golden_values(model):
+    noise = np.array([0.0, -2.5, 2.5, -10.0, 10.0, 1.25], dtype=np.float32)
+    pic = GenReID.noise_picture(np.broadcast_to(noise.reshape(1, 1, 1, 6), (2, 3, 1, 6)).copy())
+    assert pic.shape == (2, 1, 6, 3) and pic.dtype == np.uint8
+    # (n + 2.5) / 5 * 255, clipped: 127.5 -> 128 (round half to even), 0, 255, 0, 255, 191.25 -> 191
+    assert pic[0, 0, :, 0].tolist() == [128, 0, 255, 0, 255, 191]
+    real = GenReID.noise_picture(model.noise(2, seed=0))
+    assert real.shape == (2, H, W, 3) and real.dtype == np.uint8
+    assert real.min() == 0 and real.max() == 255  # Gaussian tails reach the clip at 2.5
+
+
+def test_bad_inputs_raise_value_error(model):
+    noise = model.noise(1, seed=0)
+    with pytest.raises(ValueError, match="identities must have shape"):
+        model.generate(np.zeros((1, ID_DIM + 1)), noise)
+    with pytest.raises(ValueError, match="identities must have shape"):
+        model.generate(np.zeros(ID_DIM), noise)
+    with pytest.raises(ValueError, match="NaN"):
+        model.generate(np.full((1, ID_DIM), np.nan), noise)
+    with pytest.raises(ValueError, match="NaN"):
+        model.generate_grid(np.full((1, ID_DIM), np.inf), noise)
+    with pytest.raises(ValueError, match="noise must have shape"):
+        model.generate(np.zeros((1, ID_DIM)), np.zeros((1, 3, H, W + 1)))
+    with pytest.raises(ValueError, match="noise must have shape"):
+        model.generate(np.zeros((2, ID_DIM)), noise)
+    for rows in ([len(TRAIN_PIDS)], [-1], [0, 99]):
+        with pytest.raises(ValueError, match="identity rows"):
+            model.table_identities(rows)
+
+
+# ------------------------------------------------------------------------- eval / sample
+
+def test_eval_json_and_features(trained, tmp_path, capsys):
+    features = tmp_path / "f.npz"
+    assert cli("eval", "--data", trained.market, "--checkpoint", trained.set, "--json",
+               "--features", features, "--device", "cpu") == 0
+    out = capsys.readouterr().out.strip()
+    result = json.loads(out)  # one JSON object and nothing else
+    assert set(result) == {"standard", "paper", "num_query", "num_gallery"}
+    for protocol in ("standard", "paper"):
+        metrics = result[protocol]
+        assert set(metrics) == {"mAP", "rank1", "rank5", "rank10", "rank20"}
+        assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in metrics.values())
+        assert metrics["rank1"] <= metrics["rank5"] <= metrics["rank10"] <= metrics["rank20"]
+    # 8 gallery images, 3 of them true matches at most: rank 20 always finds one
+    assert result["standard"]["rank20"] == result["paper"]["rank20"] == 1.0
+    assert result["num_query"] == NUM_QUERY
+    assert result["num_gallery"] == NUM_GALLERY
+    with np.load(features) as z:
+        assert set(z.files) == {"query_features", "gallery_features", "query_pids",
+                                "gallery_pids", "query_camids", "gallery_camids"}
+        assert z["query_features"].shape == (NUM_QUERY, ID_DIM)
+        assert z["gallery_features"].shape == (NUM_GALLERY, ID_DIM)
+        assert len(z["query_pids"]) == len(z["query_camids"]) == NUM_QUERY
+        assert len(z["gallery_pids"]) == len(z["gallery_camids"]) == NUM_GALLERY
+        assert sorted(z["query_pids"].tolist()) == sorted(TEST_PIDS)
+        assert -1 not in z["gallery_pids"].tolist() and 0 in z["gallery_pids"].tolist()
+        # the features are Img2ID's, so metrics can be recomputed from them
+        from core.metrics import euclidean_distances, retrieval_summary
+        again = retrieval_summary(euclidean_distances(z["query_features"], z["gallery_features"]),
+                                  z["query_pids"], z["gallery_pids"], z["query_camids"],
+                                  z["gallery_camids"])
+    for protocol in ("standard", "paper"):
+        assert again[protocol] == pytest.approx(result[protocol])
+
+
+def test_eval_readable_table(trained, capsys):
+    assert cli("eval", "--data", trained.market, "--checkpoint", trained.set, "--device", "cpu") == 0
+    out = capsys.readouterr().out
+    assert f"queries {NUM_QUERY}, gallery {NUM_GALLERY}" in out
+    lines = out.strip().splitlines()
+    assert lines[-2].startswith("standard") and lines[-1].startswith("paper")
+    assert lines[-1].count("%") == 5
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(out)
+
+
+@pytest.mark.parametrize("scale", [2, 1])
+def test_sample_writes_a_grid_of_the_right_size(trained, tmp_path, capsys, scale):
+    out = tmp_path / "grid.png"
+    assert cli("sample", "--checkpoint", trained.set, "--out", out, "--rows", 2, "--noises", 3,
+               "--scale", scale, "--device", "cpu") == 0
+    picture = Image.open(out)
+    assert picture.size == (3 * W * scale, 2 * H * scale)  # (width, height)
+    assert picture.mode == "RGB"
+    assert "2 identities x 3 noises" in capsys.readouterr().out
+
+
+def test_sample_with_ids_and_prior(trained, tmp_path):
+    out = tmp_path / "grid.png"
+    assert cli("sample", "--checkpoint", trained.set, "--out", out, "--ids", "3,1", "--prior", 2,
+               "--noises", 2, "--scale", 1, "--device", "cpu") == 0
+    assert Image.open(out).size == (2 * W, 4 * H)  # 2 table rows + 2 prior identities
+    # the first row is table row 3 over noises of seed 0
+    model = GenReID.load(trained.set, device="cpu")
+    expected = model.generate_grid(model.table_identities([3]), model.noise(2, seed=0))[0]
+    row = np.asarray(Image.open(out))[:H]
+    assert np.abs(row.astype(int) - np.concatenate(list(expected), axis=1).astype(int)).max() <= 1
+
+
+# -------------------------------------------------------------------------------- errors
+
+def test_eval_without_query_folder_is_a_clean_error(trained, tmp_path, capsys):
+    root = tmp_path / "noquery"
+    shutil.copytree(trained.market, root)
+    shutil.rmtree(root / "query")
+    assert cli("eval", "--data", root, "--checkpoint", trained.set, "--device", "cpu") == 2
+    err = capsys.readouterr().err
+    assert "query" in err and str(root) in err
+    assert "Traceback" not in err
+
+
+def test_train_prior_without_checkpoint_is_a_clean_error(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert cli("train", "prior", "--checkpoint", missing, "--steps", 1,
+               "--work-dir", tmp_path / "work") == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "Traceback" not in err
+    assert not (tmp_path / "work").exists()
+
+
+def test_sample_with_bad_rows_is_a_clean_error(trained, tmp_path, capsys):
+    assert cli("sample", "--checkpoint", trained.set, "--out", tmp_path / "g.png",
+               "--ids", "0,99", "--device", "cpu") == 2
+    assert "identity rows" in capsys.readouterr().err
+    assert not (tmp_path / "g.png").exists()
+
+
+def test_corrupted_weights_make_load_fail(trained, tmp_path):
+    folder = tmp_path / "set"
+    shutil.copytree(trained.set, folder)
+    path = folder / "img2id.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ckpt.CheckpointError, match="img2id.safetensors"):
+        GenReID.load(folder, device="cpu")
+
+
+def test_missing_part_is_absent_then_named(trained, tmp_path):
+    folder = tmp_path / "set"
+    shutil.copytree(trained.set, folder)
+    (folder / "img2noise.safetensors").unlink()
+    ckpt.ModelSetWriter(folder).commit()
+    partial = GenReID.load(folder, device="cpu")
+    assert partial.has("img2id") and not partial.has("img2noise")
+    with pytest.raises(ckpt.CheckpointError, match="img2noise"):
+        partial.decompose(np.zeros((1, H, W, 3), np.uint8))
