@@ -4,6 +4,7 @@ A model set is a folder that explains itself:
     config.json           ModelSetConfig (architecture, image size, normalisation, schedule)
     identities.json       the person id of each row of the identity table
     generator.safetensors prior.safetensors img2id.safetensors img2noise.safetensors
+                          (a part over 8 MiB is split: generator-00001-of-00003.safetensors, ...)
     manifest.json         SHA-256 of every file above, checked at load
 Weights are stored in half precision. Every file is written atomically (temporary file,
 then rename) and the manifest last, so an interrupted write never leaves a broken set.
@@ -26,6 +27,8 @@ from .config import ModelSetConfig
 
 PARTS = ("generator", "prior", "img2id", "img2noise")
 MANIFEST = "manifest.json"
+# Files stay under the Hub's 10 MiB limit for plain git (and the GPU machine's 16 MiB).
+SHARD_BYTES = 8 * 1024 * 1024
 
 
 class CheckpointError(RuntimeError):
@@ -78,7 +81,22 @@ class ModelSetWriter:
         if part not in PARTS:
             raise ValueError(f"unknown part {part!r}; valid: {PARTS}")
         state = _half(module.state_dict())
-        atomic_write(self.folder / f"{part}.safetensors", lambda p: save_file(state, str(p)))
+        shards: list[dict[str, torch.Tensor]] = [{}]
+        size = 0
+        for name, tensor in state.items():
+            nbytes = tensor.numel() * tensor.element_size()
+            if shards[-1] and size + nbytes > SHARD_BYTES:
+                shards.append({})
+                size = 0
+            shards[-1][name] = tensor
+            size += nbytes
+        n = len(shards)
+        names = [f"{part}.safetensors"] if n == 1 else \
+            [f"{part}-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        for name, shard in zip(names, shards):
+            atomic_write(self.folder / name, lambda p, shard=shard: save_file(shard, str(p)))
+        for stale in set(part_files(self.folder, part, any_layout=True)) - set(names):
+            (self.folder / stale).unlink()
 
     def commit(self) -> None:
         files = sorted(p.name for p in self.folder.iterdir()
@@ -123,20 +141,32 @@ def read_identities(folder: str | Path) -> list[int]:
         raise CheckpointError(f"cannot read {path}: {e}") from None
 
 
+def part_files(folder: str | Path, part: str, any_layout: bool = False) -> list[str]:
+    """File names holding a part: `part.safetensors`, or its shards in order."""
+    folder = Path(folder)
+    shards = sorted(p.name for p in folder.glob(f"{part}-*-of-*.safetensors"))
+    single = [f"{part}.safetensors"] if (folder / f"{part}.safetensors").is_file() else []
+    return single + shards if any_layout else (single or shards)
+
+
 def has_part(folder: str | Path, part: str) -> bool:
-    return (Path(folder) / f"{part}.safetensors").is_file()
+    return bool(part_files(folder, part))
 
 
 def load_weights(folder: str | Path, part: str, module: torch.nn.Module) -> torch.nn.Module:
     """Load a part's weights into `module` (float32); the caller verified the manifest."""
-    path = Path(folder) / f"{part}.safetensors"
-    if not path.is_file():
-        raise CheckpointError(f"{folder} has no {part} (expected {path.name}); "
+    names = part_files(folder, part)
+    if not names:
+        raise CheckpointError(f"{folder} has no {part} (expected {part}.safetensors); "
                               f"train it with `genreid train {part} --checkpoint {folder}`")
-    try:
-        state = load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types on bad headers
-        raise CheckpointError(f"cannot read {path}: {e}") from None
+    state = {}
+    for name in names:
+        path = Path(folder) / name
+        try:
+            state.update(load_file(str(path)))
+        except Exception as e:  # safetensors raises its own error types on bad headers
+            raise CheckpointError(f"cannot read {path}: {e}") from None
+    path = Path(folder) / names[0]
     target = module.state_dict()
     state = {k: v.to(target[k].dtype) if k in target else v for k, v in state.items()}
     try:

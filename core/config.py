@@ -56,6 +56,9 @@ class Img2IDConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     dense: list[int] = field(default_factory=lambda: [512, 128])
     id_dim: int = 32
+    # 0: flatten the bottleneck into the dense layers; N > 0: first a 1x1 conv to N channels,
+    # which keeps the spatial layout (upper vs lower body) at a fraction of the weights.
+    head_channels: int = 64
 
 
 @dataclass

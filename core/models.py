@@ -74,8 +74,13 @@ class Img2ID(nn.Module):
         self.down = DownPath(config.unet)
         levels = len(config.unet.widths) - 1
         h, w = image_size[0] // 2**levels, image_size[1] // 2**levels
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = self.down.out_channels * h * w
+        layers: list[nn.Module] = []
+        channels = self.down.out_channels
+        if config.head_channels:
+            layers += [nn.Conv2d(channels, config.head_channels, 1), nn.SiLU()]
+            channels = config.head_channels
+        layers.append(nn.Flatten())
+        width = channels * h * w
         for hidden in config.dense:
             layers += [nn.Linear(width, hidden), nn.SiLU()]
             width = hidden

@@ -774,3 +774,24 @@ def test_load_weights_unreadable_file(tmp_path):
     (tmp_path / "generator.safetensors").write_bytes(b"garbage")
     with pytest.raises(ckpt.CheckpointError, match="cannot read"):
         ckpt.load_weights(tmp_path, "generator", Generator(config.generator))
+
+
+def test_large_parts_are_sharded_and_load_back(tmp_path, monkeypatch):
+    net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 64), torch.nn.Linear(64, 8))
+    monkeypatch.setattr(ckpt, "SHARD_BYTES", (64 * 64 + 64) * 2)  # one half-precision layer per shard
+    writer = ckpt.ModelSetWriter(tmp_path)
+    writer.weights("img2id", net)
+    writer.commit()
+    names = ckpt.part_files(tmp_path, "img2id")
+    assert len(names) == 3 and names[0] == "img2id-00001-of-00003.safetensors"
+    assert set(names) <= set(ckpt.verify(tmp_path))
+    copy = ckpt.load_weights(tmp_path, "img2id", torch.nn.Sequential(
+        torch.nn.Linear(64, 64), torch.nn.Linear(64, 64), torch.nn.Linear(64, 8)))
+    for a, b in zip(net.state_dict().values(), copy.state_dict().values()):
+        torch.testing.assert_close(a.half().float(), b)
+    # Re-written small: the shards are replaced by one file, nothing stale is left.
+    monkeypatch.setattr(ckpt, "SHARD_BYTES", 1 << 30)
+    writer.weights("img2id", net)
+    writer.commit()
+    assert ckpt.part_files(tmp_path, "img2id", any_layout=True) == ["img2id.safetensors"]
+    assert "img2id-00001-of-00003.safetensors" not in ckpt.verify(tmp_path)
