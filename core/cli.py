@@ -26,7 +26,8 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 64x32 (height x width), not {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"size must look like 64x32 (height x width), not {text!r}") from None
     if h < 8 or w < 8:
         raise argparse.ArgumentTypeError(f"size {text} is too small")
     return h, w
@@ -129,8 +130,7 @@ def work_dir_for(args, checkpoint: str) -> str:
 
 def run_train(args) -> None:
     from .config import ModelSetConfig
-    from .train import (GeneratorTrainer, Img2IDTrainer, Img2NoiseTrainer, PriorTrainer,
-                        TrainOptions)
+    from .train import GeneratorTrainer, Img2IDTrainer, Img2NoiseTrainer, PriorTrainer, TrainOptions
 
     opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                         warmup=args.warmup, ema_decay=args.ema_decay, seed=args.seed,

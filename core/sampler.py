@@ -10,7 +10,8 @@ drawn inside: the same start noise and condition always give the same sample.
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 

@@ -1,7 +1,7 @@
 """Tests for core.data: Market-1501 names, folder listing, image decoding and packs."""
 from __future__ import annotations
 
-import io
+import dataclasses
 import os
 import shutil
 import warnings
@@ -11,9 +11,17 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from core.data import (DataError, Record, Split, dataset_splits, list_records, load_image,
-                       load_split, pack_split, parse_name)
-
+from core.data import (
+    DataError,
+    Record,
+    Split,
+    dataset_splits,
+    list_records,
+    load_image,
+    load_split,
+    pack_split,
+    parse_name,
+)
 
 # ---------------------------------------------------------------- parse_name
 
@@ -51,8 +59,8 @@ def test_list_records_sorted_and_ignores_non_images(market_dir):
     assert {r.pid for r in recs} == {2, 5, 7, 11}
     assert {r.camid for r in recs} == {1, 2}
     assert recs[0] == Record(str(folder / names[0]), 2, 1)
-    with pytest.raises(Exception):
-        recs[0].pid = 3  # frozen
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recs[0].pid = 3
 
 
 def test_list_records_drops_junk_keeps_distractors(market_dir):

@@ -15,8 +15,15 @@ import torch
 from safetensors.torch import load_file
 
 from core import checkpoint as ckpt
-from core.config import (GeneratorConfig, Img2IDConfig, Img2NoiseConfig, ModelSetConfig,
-                         PriorConfig, ScheduleConfig, UNetConfig)
+from core.config import (
+    GeneratorConfig,
+    Img2IDConfig,
+    Img2NoiseConfig,
+    ModelSetConfig,
+    PriorConfig,
+    ScheduleConfig,
+    UNetConfig,
+)
 from core.diagnostics import identity_share
 from core.images import Normalizer, channel_stats, image_grid
 from core.layers import ResidualBlock, sinusoidal_embedding

@@ -14,15 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import TEST_PIDS, TRAIN_PIDS, make_market_dataset
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import TEST_PIDS, TRAIN_PIDS, make_market_dataset
 from core import checkpoint as ckpt
 from core.api import GenReID
 from core.cli import main
-from core.config import (GeneratorConfig, Img2IDConfig, Img2NoiseConfig, ModelSetConfig,
-                         PriorConfig, UNetConfig)
+from core.config import (
+    GeneratorConfig,
+    Img2IDConfig,
+    Img2NoiseConfig,
+    ModelSetConfig,
+    PriorConfig,
+    UNetConfig,
+)
 
 # One thread: tiny networks, and on a CPU shared with another job the OpenMP workers of a
 # second thread spin-wait and make each forward pass ~100x slower.
