@@ -33,6 +33,10 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+BANK_HELP = ("generate N images once and draw the generated share of each batch from them "
+             "(default 0: generate on the fly at every step, as the paper; a bank suits CPUs)")
+
+
 def add_train_options(p: argparse.ArgumentParser, steps: int, batch: int, lr: float,
                       save_every: int) -> None:
     p.add_argument("--steps", type=int, default=steps, help="total optimiser steps (default %(default)s)")
@@ -82,12 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="the generator's training split, for real images")
     p.add_argument("--real-fraction", type=float, default=0.0,
                    help="share of each batch taken from real training images (default 0: paper)")
+    p.add_argument("--bank", type=int, default=0, help=BANK_HELP)
     add_train_options(p, steps=20_000, batch=32, lr=1e-4, save_every=1000)
     p = nets.add_parser("img2noise", help="image -> noise (trained by reconstruction)")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     p.add_argument("--data", default=None, help="the generator's training split")
     p.add_argument("--generated-fraction", type=float, default=0.0,
                    help="share of each batch generated from prior identities (default 0)")
+    p.add_argument("--bank", type=int, default=0, help=BANK_HELP)
     add_train_options(p, steps=10_000, batch=16, lr=1e-4, save_every=500)
 
     p = sub.add_parser("eval", help="retrieval mAP/CMC on a query + gallery")
@@ -144,10 +150,10 @@ def run_train(args) -> None:
         trainer = PriorTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts)
     elif args.network == "img2id":
         trainer = Img2IDTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts,
-                                args.data, args.real_fraction)
+                                args.data, args.real_fraction, args.bank)
     else:
         trainer = Img2NoiseTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts,
-                                   args.data, args.generated_fraction)
+                                   args.data, args.generated_fraction, args.bank)
     trainer.run()
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
@@ -301,8 +302,37 @@ class ModelSetTrainer(Trainer):
                              f"(identities.json): pass the generator's training split")
         return images
 
+    def use_bank(self, size: int) -> None:
+        """Generate `size` (image, identity, noise) triples once; `generated` then draws from them.
+
+        On the fly (the paper's way, and the default) every generated image costs ten generator
+        passes at every step; on a CPU a fixed bank amortises them over many steps.
+        """
+        path = self.work_dir / f"bank-{size}-seed{self.opt.seed}.safetensors"
+        if path.is_file():
+            bank = load_file(str(path))
+        else:
+            rng, self.rng = self.rng, torch.Generator().manual_seed(self.opt.seed + 1)
+            parts: dict[str, list[torch.Tensor]] = {"images": [], "identities": [], "noises": []}
+            for start in tqdm(range(0, size, 64), desc="generating the bank", dynamic_ncols=True):
+                with autocast(self.device, self.opt.precision):
+                    x, identity, z = self.generated(min(64, size - start))
+                parts["images"].append(x.half().cpu())
+                parts["identities"].append(identity.cpu())
+                parts["noises"].append(z.half().cpu())
+            self.rng = rng
+            bank = {k: torch.cat(v).contiguous() for k, v in parts.items()}
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.atomic_write(path, lambda p: save_file(bank, str(p)))
+        self.bank = {k: v.to(self.device) for k, v in bank.items()}
+
     def generated(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """n images GEN(id, z) with id from the prior and z Gaussian: (images, ids, z)."""
+        if getattr(self, "bank", None) is not None:
+            index = torch.randint(len(self.bank["images"]), (n,), generator=self.rng).to(self.device)
+            x, identity, z = (self.bank[k][index].float() for k in ("images", "identities", "noises"))
+            return (x.contiguous(memory_format=torch.channels_last), identity,
+                    z.contiguous(memory_format=torch.channels_last))
         with torch.no_grad():
             identity = sample_prior(self.prior, self.randn(n, self.config.prior.id_dim),
                                     self.config.schedule)
@@ -345,7 +375,7 @@ class Img2IDTrainer(ModelSetTrainer):
     part = "img2id"
 
     def __init__(self, checkpoint, work_dir, options, data: str | None = None,
-                 real_fraction: float = 0.0):
+                 real_fraction: float = 0.0, bank: int = 0):
         super().__init__(checkpoint, work_dir, options)
         if not 0.0 <= real_fraction <= 1.0:
             raise ValueError(f"real fraction must be within [0, 1], got {real_fraction}")
@@ -356,6 +386,8 @@ class Img2IDTrainer(ModelSetTrainer):
         if self.n_real < options.batch_size:  # generated images need the prior
             self.prior = self.frozen(ckpt.load_weights(checkpoint, "prior",
                                                        IdentityPrior(self.config.prior)))
+            if bank:
+                self.use_bank(bank)
         self.setup(Img2ID(self.config.img2id, tuple(self.config.image_size)))
 
     def losses(self):
@@ -382,7 +414,7 @@ class Img2NoiseTrainer(ModelSetTrainer):
     part = "img2noise"
 
     def __init__(self, checkpoint, work_dir, options, data: str | None = None,
-                 generated_fraction: float = 0.0):
+                 generated_fraction: float = 0.0, bank: int = 0):
         super().__init__(checkpoint, work_dir, options)
         if not 0.0 <= generated_fraction <= 1.0:
             raise ValueError(f"generated fraction must be within [0, 1], got {generated_fraction}")
@@ -394,6 +426,8 @@ class Img2NoiseTrainer(ModelSetTrainer):
         if self.n_gen:
             self.prior = self.frozen(ckpt.load_weights(checkpoint, "prior",
                                                        IdentityPrior(self.config.prior)))
+            if bank:
+                self.use_bank(bank)
         self.setup(Img2Noise(self.config.img2noise))
 
     def losses(self):

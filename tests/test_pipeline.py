@@ -479,3 +479,18 @@ def test_missing_part_is_absent_then_named(trained, tmp_path):
     assert partial.has("img2id") and not partial.has("img2noise")
     with pytest.raises(ckpt.CheckpointError, match="img2noise"):
         partial.decompose(np.zeros((1, H, W, 3), np.uint8))
+
+
+def test_img2id_with_a_generated_bank_is_cached_and_resumable(trained, tmp_path):
+    work = tmp_path / "work"
+    args = ["train", "img2id", "--checkpoint", str(trained.set), "--work-dir", str(work),
+            "--batch-size", "4", "--save-every", "2", "--bank", "6"]
+    assert cli(*args, "--steps", "2") == 0
+    banks = list(work.glob("bank-6-*.safetensors"))
+    assert len(banks) == 1
+    bank = load_file(str(banks[0]))
+    assert bank["images"].shape == (6, 3, 64, 32) and bank["identities"].shape[0] == 6
+    before = banks[0].stat().st_mtime_ns
+    assert cli(*args, "--steps", "4") == 0  # resumes, re-using the bank rather than regenerating
+    assert banks[0].stat().st_mtime_ns == before
+    assert json.loads((work / "latest.json").read_text())["step"] == 4
