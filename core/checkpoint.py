@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .config import ModelSetConfig
+from .files import atomic_write
 
 PARTS = ("generator", "prior", "img2id", "img2noise")
 MANIFEST = "manifest.json"
@@ -33,19 +33,6 @@ SHARD_BYTES = 8 * 1024 * 1024
 
 class CheckpointError(RuntimeError):
     """A checkpoint folder is missing, incomplete or altered."""
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path), then rename tmp_path to path (atomic on one file system)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_json(path: Path, data: Any) -> None:

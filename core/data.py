@@ -9,12 +9,13 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
+
+from .files import atomic_write
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 SPLIT_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
@@ -223,20 +224,14 @@ def pack_split(folder, out_path, size: tuple[int, int] = (64, 32), quality: int 
         blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
     offsets = np.zeros(len(blobs) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(b) for b in blobs])
-    out_path = os.fspath(out_path)
-    out_dir = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(out_dir, exist_ok=True)
-    # Write beside the target then rename, so a crash never leaves a half-written pack.
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".pack-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp):
+        with open(tmp, "wb") as f:  # a file object, so np.savez does not append ".npz"
             np.savez(f, format=np.array(PACK_FORMAT), jpeg=np.concatenate(blobs), offsets=offsets,
                      pids=split.pids, camids=split.camids, names=np.array(split.names, dtype=str),
                      size=np.array(split.size, dtype=np.int64))
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):  # only still there if writing or renaming failed
-            os.remove(tmp)
+
+    atomic_write(out_path, write)
     return len(split)
 
 

@@ -1,0 +1,383 @@
+"""The genreid explorer: a Gradio app over `core.api.GenReID` (layout and wiring only; the
+work is in `explorer.handlers` and `explorer.state`).
+
+    genreid explore [--checkpoint DIR] [--data DIR] [--host H] [--port P]
+    python explorer/app.py [same options]          # also how a Hugging Face Space starts it
+
+Every panel is a named API endpoint, callable with no arguments through gradio_client:
+generate, sweep, neighbors, projection, retrieve, decompose (and swap, interpolate).
+
+    from gradio_client import Client, handle_file
+    client = Client("http://127.0.0.1:7860/")
+    grid, info, files = client.predict(api_name="/generate")               # the default view
+    grid, info, files = client.predict(["pid 2", "prior 0"], 0, 4, 7, api_name="/generate")
+    strip, vector, info, files = client.predict(handle_file("person.jpg"), api_name="/decompose")
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (`python explorer/app.py`): the repo root on the path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import gradio as gr  # noqa: E402
+
+from core.config import DEFAULT_CHECKPOINT  # noqa: E402
+from explorer import handlers as h  # noqa: E402
+from explorer.handlers import bind  # noqa: E402
+from explorer.state import ExplorerState, load_state  # noqa: E402
+
+TITLE = "genreid explorer"
+INTRO = ("Person re-identification where a person's **identity is the conditioning** of a diffusion "
+         "generator: generate people from identity vectors, walk the identity space, and split real "
+         "pictures back into identity and noise.")
+
+CSS = """
+.pixelated img { image-rendering: pixelated; }
+.genreid-tip { display: none; position: fixed; z-index: 10000; pointer-events: none;
+  background: white; border: 1px solid #bbb; border-radius: 6px; padding: 4px;
+  box-shadow: 0 2px 8px rgba(0,0,0,.25); font-size: 12px; text-align: center; }
+.genreid-tip img { width: 64px; height: 128px; image-rendering: pixelated; display: block; }
+"""
+
+# A hover tooltip with the point's thumbnail, and clicks on plotly points sent to Python:
+# gr.Plot has no click event, so this script attaches to the plot Gradio draws.
+BRIDGE_HTML = '<div class="genreid-tip"><img alt=""><span></span></div>'
+BRIDGE_JS = """
+const tip = element.querySelector('.genreid-tip');
+const img = tip.querySelector('img');
+const cap = tip.querySelector('span');
+function attach() {
+  const gd = document.querySelector('#projection-plot .js-plotly-plot');
+  if (!gd || typeof gd.on !== 'function' || gd.__genreid) return;
+  gd.__genreid = true;
+  gd.on('plotly_hover', (ev) => {
+    const p = ev && ev.points && ev.points[0];
+    if (!p || !p.customdata) return;
+    const key = p.customdata[0], uri = p.customdata[1];
+    cap.textContent = key;
+    if (uri) { img.src = uri; img.style.display = 'block'; } else { img.style.display = 'none'; }
+    const e = ev.event || {};
+    tip.style.left = ((e.clientX || 0) + 16) + 'px';
+    tip.style.top = ((e.clientY || 0) + 16) + 'px';
+    tip.style.display = 'block';
+  });
+  gd.on('plotly_unhover', () => { tip.style.display = 'none'; });
+  gd.on('plotly_click', (ev) => {
+    const p = ev && ev.points && ev.points[0];
+    if (p && p.customdata) trigger('click', {key: p.customdata[0]});
+  });
+}
+setInterval(attach, 700);
+"""
+
+HELP = {
+    "generate": "Rows are identities — training persons chosen by id (type `pid 2`, `row 0` or "
+                "`prior 3`), plus new ones sampled from the identity prior — and columns are noises. "
+                "The noise is the same down each column, so a column shows what identity alone "
+                "changes. Seeded: the same inputs give the same pictures; *New noises* draws a new seed.",
+    "sweep": "One identity and one fixed noise. Each row sets one coordinate of the identity vector "
+             "to values across a range (the paper: −0.3 to 0.3), the value above each picture. The "
+             "table ranks coordinates by how much the picture changes.",
+    "neighbors": "An identity and its nearest training identities by Euclidean distance in the "
+                 "identity space, each shown by a portrait (a real training picture with `--data`, "
+                 "else generated with one fixed noise); the closest and farthest pairs overall and "
+                 "the distribution of all pairwise distances.",
+    "projection": "The identity space in 2-D: training identities, prior samples and, with `--data`, "
+                  "the encoded gallery. PCA is instant; UMAP is computed once in the background "
+                  "(about a minute the first time, then cached on disk). Hover a point for its "
+                  "thumbnail; click it (in the plot or in the map beside it) or pick it in the list "
+                  "to make it the current identity of the other panels.",
+    "retrieve": "A query picture against the gallery by distance between identity vectors (Img2ID): "
+                "the top matches, framed green (right person) or red (wrong) where labels are "
+                "known, and the query's average precision.",
+    "decompose": "A picture split into its identity vector (Img2ID) and its noise (Img2Noise, shown "
+                 "clipped to ±2.5 and rescaled), regenerated as GEN(noise, identity), with the "
+                 "reconstruction error.",
+}
+
+
+def _status(state: ExplorerState) -> str:
+    parts = " · ".join(f"{p} {'✓' if state.has(p) else '✗ (not trained yet)'}"
+                       for p in ("generator", "prior", "img2id", "img2noise"))
+    if state.real_data:
+        data = (f"data `{state.data}` (real query and gallery"
+                + ("; real portraits)" if state.real_portraits else
+                   "; its training persons are not the model's, so portraits are generated)"))
+    else:
+        data = ("no dataset: query and gallery are **generated** from prior samples, portraits are "
+                "generated (start with `--data DIR` for real pictures)")
+    return (f"Model set `{state.folder}`: {len(state.train_keys)} training identities, "
+            f"{state.dim}-d identity space, {state.size[0]}×{state.size[1]} pictures; "
+            f"networks: {parts}. {data}.")
+
+
+def _warning(state: ExplorerState, *parts: str) -> None:
+    message = state.missing(*parts)
+    if message:
+        gr.Markdown(f"⚠️ **{message}**")
+
+
+def _identity_dropdown(state: ExplorerState, label: str, value: str, **kw) -> gr.Dropdown:
+    return gr.Dropdown(choices=state.identity_keys, value=value, label=label, allow_custom_value=True,
+                       filterable=True, **kw)
+
+
+def _image(label: str, **kw) -> gr.Image:
+    return gr.Image(label=label, format="png", type="numpy", interactive=False,
+                    elem_classes=["pixelated"], **kw)
+
+
+def _files(label: str = "Downloads") -> gr.File:
+    return gr.File(label=label, file_count="multiple", interactive=False)
+
+
+def build_app(state: ExplorerState) -> gr.Blocks:
+    """The gr.Blocks layout and its events (every public event with an explicit api_name)."""
+    model_work = dict(concurrency_id="model", concurrency_limit=1)
+    first, second = h.default_identity(state), h.default_second_identity(state)
+    n_query = "the query set" if state.real_data else "the generated query set"
+
+    with gr.Blocks(title=TITLE, delete_cache=(1800, 3600)) as demo:
+        gr.Markdown(f"# {TITLE}\n{INTRO}")
+        gr.Markdown(_status(state), elem_id="status")
+
+        with gr.Tabs():
+            # ------------------------------------------------------------ 1. generation
+            with gr.Tab("1 · Generation"):
+                gr.Markdown(HELP["generate"])
+                with gr.Row():
+                    gen_ids = gr.Dropdown(choices=state.identity_keys, value=h.default_identities(state),
+                                          multiselect=True, allow_custom_value=True, filterable=True,
+                                          label="Identities (rows)", scale=3)
+                    gen_new = gr.Slider(0, h.MAX_NEW, value=h.default_new_identities(state), step=1,
+                                        label="New identities from the prior",
+                                        interactive=state.has("prior"),
+                                        info=None if state.has("prior") else "no prior network yet")
+                with gr.Row():
+                    gen_noises = gr.Slider(1, h.MAX_NOISES, value=h.DEFAULT_NOISES, step=1,
+                                           label="Noises (columns)")
+                    gen_seed = gr.Number(value=0, precision=0, minimum=0, label="Noise seed")
+                    gen_prior_seed = gr.Number(value=0, precision=0, minimum=0, label="Prior seed")
+                with gr.Row():
+                    gen_btn = gr.Button("Generate", variant="primary")
+                    gen_new_btn = gr.Button("New noises")
+                gen_img = _image("Identities × noises")
+                gen_info = gr.Markdown()
+                gen_files = _files()
+
+            # ------------------------------------------------------------ 2. sweep
+            with gr.Tab("2 · Sweep"):
+                gr.Markdown(HELP["sweep"])
+                with gr.Row():
+                    sw_id = _identity_dropdown(state, "Identity", first, scale=2)
+                    sw_coords = gr.Dropdown(choices=[(f"z{i}", i) for i in range(state.dim)],
+                                            value=[c for c in h.SWEEP_COORDINATES if c < state.dim],
+                                            multiselect=True, label="Coordinates (rows)", scale=3)
+                with gr.Row():
+                    sw_low = gr.Number(value=-0.3, label="From")
+                    sw_high = gr.Number(value=0.3, label="To")
+                    sw_steps = gr.Slider(2, h.MAX_STEPS, value=7, step=1, label="Steps")
+                    sw_seed = gr.Number(value=0, precision=0, minimum=0, label="Noise seed")
+                with gr.Row():
+                    sw_relative = gr.Checkbox(value=False, label="Add to the identity's own value "
+                                                                "(instead of setting the coordinate)")
+                    sw_rank_all = gr.Checkbox(value=False, label=f"Rank every coordinate "
+                                                                 f"({2 * state.dim} more pictures)")
+                sw_btn = gr.Button("Sweep", variant="primary")
+                sw_img = _image("Sweep")
+                sw_info = gr.Markdown()
+                sw_table = gr.Dataframe(label="Coordinates ranked by how much they change the picture",
+                                        interactive=False)
+                sw_files = _files()
+
+            # ------------------------------------------------------------ 3. neighbours
+            with gr.Tab("3 · Neighbours"):
+                gr.Markdown(HELP["neighbors"])
+                with gr.Row():
+                    nb_id = _identity_dropdown(state, "Identity", first, scale=3)
+                    nb_k = gr.Slider(1, 20, value=h.DEFAULT_K_NEIGHBOURS, step=1, label="k nearest")
+                nb_btn = gr.Button("Find neighbours", variant="primary")
+                nb_img = _image("The identity (blue) and its nearest identities")
+                nb_table = gr.Dataframe(label="Nearest identities", interactive=False)
+                nb_stats = gr.Markdown()
+                with gr.Row():
+                    nb_pairs = _image("Closest and farthest pairs")
+                    nb_hist = gr.Plot(label="Pairwise distances")
+                nb_files = _files()
+
+            # ------------------------------------------------------------ 4. projection
+            with gr.Tab("4 · Projection"):
+                gr.Markdown(HELP["projection"])
+                with gr.Row():
+                    pr_method = gr.Radio(["PCA", "UMAP"], value="PCA", label="Method")
+                    pr_colour = gr.Dropdown(choices=state.colour_choices(), value="source",
+                                            label="Colour by (source, camera, or an attribute of "
+                                                  "the identity vector)")
+                    pr_btn = gr.Button("Show", variant="primary")
+                with gr.Row():
+                    with gr.Column(scale=3):
+                        pr_plot = gr.Plot(label="Identity space (hover: thumbnail; click: select)",
+                                          elem_id="projection-plot")
+                        pr_bridge = gr.HTML(html_template=BRIDGE_HTML, js_on_load=BRIDGE_JS,
+                                            elem_id="projection-bridge")
+                    with gr.Column(scale=2):
+                        pr_selected = _identity_dropdown(state, "Selected identity (type or pick)",
+                                                         first)
+                        pr_portrait = _image("Selected identity", height=260)
+                        pr_sel_info = gr.Markdown()
+                        pr_map = gr.Image(label="Click map: click a point to select it (discs: "
+                                                "training identities, squares: prior samples, "
+                                                "crosses: gallery)", format="png",
+                                          type="numpy", interactive=False)
+                pr_info = gr.Markdown()
+                pr_files = _files()
+
+            # ------------------------------------------------------------ 5. retrieval
+            with gr.Tab("5 · Retrieval"):
+                gr.Markdown(HELP["retrieve"])
+                _warning(state, "img2id")
+                with gr.Row():
+                    rt_query = gr.Number(value=0, precision=0, minimum=0,
+                                         label=f"Query: index into {n_query}")
+                    rt_upload = gr.File(label="…or upload a query picture", file_types=["image"],
+                                        type="filepath")
+                    rt_k = gr.Slider(1, h.MAX_K, value=h.DEFAULT_K_RETRIEVAL, step=1, label="Top k")
+                rt_btn = gr.Button("Retrieve", variant="primary")
+                rt_img = _image("Query (blue) and its top matches: green right person, red wrong")
+                rt_info = gr.Markdown()
+                rt_table = gr.Dataframe(label="Top matches", interactive=False)
+                rt_files = _files()
+
+            # ------------------------------------------------------------ 6. decomposition
+            with gr.Tab("6 · Decomposition"):
+                gr.Markdown(HELP["decompose"])
+                _warning(state, "img2id", "img2noise")
+                with gr.Row():
+                    dc_picture = gr.Number(value=0, precision=0, minimum=0,
+                                           label=f"Picture: index into {n_query}")
+                    dc_upload = gr.File(label="…or upload a picture", file_types=["image"],
+                                        type="filepath")
+                dc_btn = gr.Button("Decompose", variant="primary")
+                dc_img = _image("Input · noise · regenerated · error")
+                dc_info = gr.Markdown()
+                dc_vector = gr.Plot(label="Identity vector")
+                dc_files = _files()
+                with gr.Accordion("Swap (beyond the paper): A's pose and background, B's person",
+                                  open=False):
+                    with gr.Row():
+                        sp_a = gr.Number(value=0, precision=0, minimum=0, label="Picture A: index")
+                        sp_a_up = gr.File(label="…or upload A", file_types=["image"], type="filepath")
+                        sp_b = gr.Number(value=1, precision=0, minimum=0, label="Picture B: index")
+                        sp_b_up = gr.File(label="…or upload B", file_types=["image"], type="filepath")
+                    sp_btn = gr.Button("Swap", variant="primary")
+                    sp_img = _image("A · B · GEN(noise A, identity B) · GEN(noise B, identity A)")
+                    sp_info = gr.Markdown()
+                    sp_files = _files()
+                with gr.Accordion("Interpolation (beyond the paper): from one identity to another",
+                                  open=False):
+                    with gr.Row():
+                        ip_a = _identity_dropdown(state, "From", first)
+                        ip_b = _identity_dropdown(state, "To", second)
+                        ip_steps = gr.Slider(2, 16, value=8, step=1, label="Steps")
+                        ip_seed = gr.Number(value=0, precision=0, minimum=0, label="Noise seed")
+                    ip_btn = gr.Button("Interpolate", variant="primary")
+                    ip_img = _image("Interpolation")
+                    ip_info = gr.Markdown()
+                    ip_files = _files()
+
+        # ---------------------------------------------------------------- events
+        gen_inputs = [gen_ids, gen_new, gen_noises, gen_seed, gen_prior_seed]
+        gen_outputs = [gen_img, gen_info, gen_files]
+        gen_btn.click(bind(h.generate, state), gen_inputs, gen_outputs, api_name="generate",
+                      **model_work)
+        gen_new_btn.click(h.new_noise_seed, None, gen_seed, api_name="new_noises").then(
+            bind(h.generate, state), gen_inputs, gen_outputs, api_name="generate_new_noises",
+            api_visibility="undocumented", **model_work)
+        sw_btn.click(bind(h.sweep, state),
+                     [sw_id, sw_coords, sw_low, sw_high, sw_steps, sw_seed, sw_relative, sw_rank_all],
+                     [sw_img, sw_table, sw_info, sw_files], api_name="sweep", **model_work)
+        nb_btn.click(bind(h.neighbors, state), [nb_id, nb_k],
+                     [nb_img, nb_table, nb_pairs, nb_stats, nb_hist, nb_files], api_name="neighbors",
+                     **model_work)
+
+        pr_inputs = [pr_method, pr_colour, pr_selected]
+        pr_outputs = [pr_plot, pr_map, pr_info, pr_files]
+        projection = bind(h.projection, state)
+        pr_btn.click(projection, pr_inputs, pr_outputs, api_name="projection",
+                     concurrency_id="projection", concurrency_limit=1)
+        for trigger in (pr_method.change, pr_colour.change):
+            trigger(projection, pr_inputs, pr_outputs, api_name="projection_refresh",
+                    api_visibility="private", concurrency_id="projection", concurrency_limit=1)
+        demo.load(projection, pr_inputs, pr_outputs, api_name="projection_on_load",
+                  api_visibility="private", concurrency_id="projection", concurrency_limit=1)
+        pr_map.select(bind(h.select_on_map, state), [pr_method, pr_colour], pr_selected,
+                      api_name="select_on_map", api_visibility="private")
+        pr_bridge.click(h.select_from_plot, None, pr_selected, api_name="select_from_plot",
+                        api_visibility="private")
+        pr_selected.change(bind(h.select_identity, state), [pr_selected, gen_ids, pr_method, pr_colour],
+                           [pr_portrait, pr_sel_info, pr_map, sw_id, nb_id, ip_a, gen_ids],
+                           api_name="select_identity", **model_work)
+
+        rt_btn.click(bind(h.retrieve, state), [rt_upload, rt_query, rt_k],
+                     [rt_img, rt_table, rt_info, rt_files], api_name="retrieve", **model_work)
+        dc_btn.click(bind(h.decompose, state), [dc_upload, dc_picture],
+                     [dc_img, dc_vector, dc_info, dc_files], api_name="decompose", **model_work)
+        sp_btn.click(bind(h.swap, state), [sp_a_up, sp_b_up, sp_a, sp_b], [sp_img, sp_info, sp_files],
+                     api_name="swap", **model_work)
+        ip_btn.click(bind(h.interpolate, state), [ip_a, ip_b, ip_steps, ip_seed],
+                     [ip_img, ip_info, ip_files], api_name="interpolate", **model_work)
+    return demo
+
+
+def main(checkpoint: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
+         host: str | None = None, port: int | None = None, device: str = "auto", *,
+         prevent_thread_lock: bool = False, quiet: bool = False, **state_options) -> gr.Blocks:
+    """Load the model set, build the state and the app, and launch it (blocking unless
+    prevent_thread_lock). host/port default to $GRADIO_SERVER_NAME/$GRADIO_SERVER_PORT, else
+    127.0.0.1:7860 (loopback only)."""
+    start = time.perf_counter()
+    state = load_state(checkpoint or DEFAULT_CHECKPOINT, data, device, **state_options)
+    demo = build_app(state)
+    demo.queue(max_size=32, default_concurrency_limit=1)
+    host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    port = int(port or os.environ.get("GRADIO_SERVER_PORT") or 7860)
+    if not quiet:
+        print(f"genreid explorer: model set {state.folder} ready in {time.perf_counter() - start:.1f} s; "
+              f"starting on http://{host}:{port}", flush=True)
+    demo.explorer_state = state  # for tests and notebooks
+    demo.launch(server_name=host, server_port=port, prevent_thread_lock=prevent_thread_lock,
+                max_file_size="10mb", css=CSS, theme=gr.themes.Soft(), quiet=quiet)
+    return demo
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="explorer/app.py", description="The genreid explorer (Gradio).")
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="model-set folder")
+    p.add_argument("--data", default=None, help="dataset root in the Market-1501 layout (optional)")
+    p.add_argument("--host", default=None, help="default $GRADIO_SERVER_NAME or 127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="default $GRADIO_SERVER_PORT or 7860")
+    p.add_argument("--device", default="auto")
+    return p.parse_args(argv)
+
+
+def cli(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from core.checkpoint import CheckpointError
+    from core.data import DataError
+
+    try:
+        main(checkpoint=args.checkpoint, data=args.data, host=args.host, port=args.port,
+             device=args.device)
+    except (CheckpointError, DataError, ValueError) as e:
+        print(f"explorer: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
