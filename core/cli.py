@@ -94,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generated-fraction", type=float, default=0.0,
                    help="share of each batch generated from prior identities (default 0)")
     p.add_argument("--bank", type=int, default=0, help=BANK_HELP)
+    p.add_argument("--recon-weight", type=float, default=1.0,
+                   help="weight of the reconstruction loss through the sampler (default 1)")
+    p.add_argument("--noise-weight", type=float, default=0.0,
+                   help="weight of L1 to the known noise of generated images (default 0)")
     add_train_options(p, steps=10_000, batch=16, lr=1e-4, save_every=500)
 
     p = sub.add_parser("eval", help="retrieval mAP/CMC on a query + gallery")
@@ -153,7 +157,8 @@ def run_train(args) -> None:
                                 args.data, args.real_fraction, args.bank)
     else:
         trainer = Img2NoiseTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts,
-                                   args.data, args.generated_fraction, args.bank)
+                                   args.data, args.generated_fraction, args.bank,
+                                   args.recon_weight, args.noise_weight)
     trainer.run()
 
 

@@ -486,7 +486,7 @@ def test_img2id_with_a_generated_bank_is_cached_and_resumable(trained, tmp_path)
     args = ["train", "img2id", "--checkpoint", str(trained.set), "--work-dir", str(work),
             "--batch-size", "4", "--save-every", "2", "--bank", "6"]
     assert cli(*args, "--steps", "2") == 0
-    banks = list(work.glob("bank-6-*.safetensors"))
+    banks = list(tmp_path.glob("bank-6-*.safetensors"))  # shared by the networks of a set
     assert len(banks) == 1
     bank = load_file(str(banks[0]))
     assert bank["images"].shape == (6, 3, 64, 32) and bank["identities"].shape[0] == 6
@@ -494,3 +494,16 @@ def test_img2id_with_a_generated_bank_is_cached_and_resumable(trained, tmp_path)
     assert cli(*args, "--steps", "4") == 0  # resumes, re-using the bank rather than regenerating
     assert banks[0].stat().st_mtime_ns == before
     assert json.loads((work / "latest.json").read_text())["step"] == 4
+
+
+def test_img2noise_noise_regression_on_generated_images(trained, tmp_path):
+    work = tmp_path / "img2noise"
+    args = ["train", "img2noise", "--checkpoint", str(trained.set), "--work-dir", str(work),
+            "--batch-size", "4", "--steps", "2", "--save-every", "2", "--generated-fraction", "1",
+            "--bank", "4"]
+    assert cli(*args, "--recon-weight", "0", "--noise-weight", "1") == 0
+    record = json.loads((work / "log.jsonl").read_text().splitlines()[-1])
+    assert "noise" in record and "recon" not in record
+    # The noise loss needs generated images, and some loss must be on.
+    assert cli(*args[:-4], "--noise-weight", "1", "--data", str(trained.train)) == 2
+    assert cli(*args, "--recon-weight", "0") == 2
