@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="ModelSetConfig JSON (default: SPEC.md values)")
     p.add_argument("--id-lr-scale", type=float, default=1.0,
                    help="learning-rate multiplier for the identity table (default 1)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="identity guidance weight stored in the set's config (sampling only; "
+                        "default: the config's, 0 in SPEC)")
     p.add_argument("--sample-every", type=int, default=0,
                    help="every N steps, sample a grid and log the identity share (0: never)")
     add_train_options(p, steps=200_000, batch=16, lr=1e-4, save_every=1000)
@@ -149,7 +152,7 @@ def run_train(args) -> None:
     if args.network == "generator":
         config = ModelSetConfig.load(args.config) if args.config else None
         trainer = GeneratorTrainer(args.data, args.out, work_dir_for(args, args.out), opts, config,
-                                   id_lr_scale=args.id_lr_scale)
+                                   id_lr_scale=args.id_lr_scale, guidance=args.guidance)
     elif args.network == "prior":
         trainer = PriorTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts)
     elif args.network == "img2id":

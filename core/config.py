@@ -41,6 +41,10 @@ class GeneratorConfig:
     # image, scaled to the same spread, so conditioning is informative from step 0.
     id_init: str = "uniform"
     id_init_scale: float = 0.05
+    # Identity guidance at sampling: eps = eps(id) + w * (eps(id) - eps(0)), the origin (where
+    # the attraction term pulls the table) standing for "no identity". 0 = the paper's sampler.
+    # Deterministic either way; w > 0 costs a second network pass per step.
+    guidance: float = 0.0
 
 
 @dataclass
@@ -95,6 +99,8 @@ class ModelSetConfig:
         ids = (self.generator.id_dim, self.prior.id_dim, self.img2id.id_dim)
         if len(set(ids)) != 1:
             raise ValueError(f"identity dimensions disagree (generator, prior, img2id): {ids}")
+        if not 0.0 <= self.generator.guidance <= 20.0:
+            raise ValueError(f"generator.guidance must be within [0, 20], not {self.generator.guidance}")
         if self.generator.id_init not in ("uniform", "pca"):
             raise ValueError(f"generator.id_init must be 'uniform' or 'pca', "
                              f"not {self.generator.id_init!r}")

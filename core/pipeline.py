@@ -9,11 +9,27 @@ from .models import Generator, IdentityPrior
 from .sampler import Callback, ddim_sample
 
 
+def guided(generator: Generator, identity: torch.Tensor):
+    """The noise predictor the sampler calls, with the generator's identity guidance."""
+    w = generator.config.guidance
+    if not w:
+        return lambda x, v: generator(x, v, identity)
+    null = torch.zeros_like(identity)
+
+    def predict(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # One batched pass for the conditional and the "no identity" predictions.
+        both = generator(torch.cat([x, x]), torch.cat([v, v]), torch.cat([identity, null]))
+        eps, eps_null = both.chunk(2)
+        return eps + w * (eps - eps_null)
+
+    return predict
+
+
 def generate(generator: Generator, identity: torch.Tensor, noise: torch.Tensor,
              schedule: ScheduleConfig, steps: int | None = None,
              callback: Callback | None = None) -> torch.Tensor:
     """Normalised images GEN(identity (B, D), noise (B, 3, H, W)); deterministic."""
-    return ddim_sample(lambda x, v: generator(x, v, identity), noise, schedule, "eps", steps, callback)
+    return ddim_sample(guided(generator, identity), noise, schedule, "eps", steps, callback)
 
 
 def sample_prior(prior: IdentityPrior, noise: torch.Tensor, schedule: ScheduleConfig,

@@ -203,7 +203,8 @@ class GeneratorTrainer(Trainer):
     part = "generator"
 
     def __init__(self, data: str, out, work_dir, options: TrainOptions,
-                 config: ModelSetConfig | None = None, id_lr_scale: float = 1.0):
+                 config: ModelSetConfig | None = None, id_lr_scale: float = 1.0,
+                 guidance: float | None = None):
         super().__init__(out, work_dir, options)
         saved = self.work_dir / "config.json"
         if saved.is_file():  # resuming: the architecture is the one training started with
@@ -218,6 +219,10 @@ class GeneratorTrainer(Trainer):
             self.config.generator.num_identities = len(np.unique(split.pids))
             self.config.validate()
             self.work_dir.mkdir(parents=True, exist_ok=True)
+            self.config.save(saved)
+        if guidance is not None:  # sampling only: may change when resuming
+            self.config.generator.guidance = guidance
+            self.config.validate()
             self.config.save(saved)
         self.normalizer = Normalizer(self.config.mean, self.config.std, self.device)
         self.data = TrainingImages(split, self.normalizer, self.device)

@@ -821,3 +821,26 @@ def test_ema_warm_up_follows_the_live_weights_early():
     # The decay never exceeds the asked one: late steps move the average by at least 0.1%.
     f = ema_with_warmup(0.999)
     assert torch.allclose(f(torch.zeros(1), torch.ones(1), torch.tensor(10**6)), torch.tensor([0.001]))
+
+
+def test_identity_guidance_extrapolates_away_from_the_null_identity():
+    from core.pipeline import guided
+
+    gen = tiny_generator(seed=3)
+    with torch.no_grad():
+        for p in gen.denoiser.head.parameters():  # leave the zero init so the output depends on input
+            p.normal_(0, 0.1)
+    gen.eval()
+    x, v = torch.randn(3, 3, 64, 32), torch.full((3, 1, 1, 1), 0.5)
+    ident = gen.identities(torch.tensor([0, 1, 2])).detach()
+    with torch.no_grad():
+        plain = gen(x, v, ident)
+        null = gen(x, v, torch.zeros_like(ident))
+        assert torch.equal(guided(gen, ident)(x, v), plain)  # w = 0: the paper's sampler
+        gen.config.guidance = 2.0
+        torch.testing.assert_close(guided(gen, ident)(x, v), plain + 2.0 * (plain - null),
+                                   atol=1e-5, rtol=1e-5)
+    cfg = ModelSetConfig()
+    cfg.generator.guidance = -1.0
+    with pytest.raises(ValueError, match="guidance"):
+        cfg.validate()

@@ -507,3 +507,13 @@ def test_img2noise_noise_regression_on_generated_images(trained, tmp_path):
     # The noise loss needs generated images, and some loss must be on.
     assert cli(*args[:-4], "--noise-weight", "1", "--data", str(trained.train)) == 2
     assert cli(*args, "--recon-weight", "0") == 2
+
+
+def test_generator_guidance_option_is_stored_in_the_set(trained, tmp_path):
+    out, work = tmp_path / "set", tmp_path / "work"
+    shutil.copytree(trained.set, out)
+    shutil.copytree(trained.work("generator"), work)
+    # Same steps: nothing trains, the set is re-exported with the new sampling weight.
+    assert cli(*generator_args(trained.train, out, work, trained.config, steps=4),
+               "--guidance", "2.5") == 0
+    assert GenReID.load(out).config.generator.guidance == 2.5
