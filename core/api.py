@@ -68,8 +68,8 @@ class GenReID:
             if ckpt.has_part(folder, part):
                 net = ckpt.load_weights(folder, part, build()).to(device).eval()
                 networks[part] = net.to(memory_format=torch.channels_last).requires_grad_(False)
-        if "generator" not in networks:
-            raise ckpt.CheckpointError(f"{folder} has no generator.safetensors")
+        if not networks:
+            raise ckpt.CheckpointError(f"{folder} holds no network (no *.safetensors)")
         return cls(folder, config, ckpt.read_identities(folder), networks, device, batch_size)
 
     # ----------------------------------------------------------------- properties

@@ -81,6 +81,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-every", type=int, default=0,
                    help="every N steps, sample a grid and log the identity share (0: never)")
     add_train_options(p, steps=200_000, batch=16, lr=1e-4, save_every=1000)
+    p = nets.add_parser("baseline", help="discriminative baseline: the Img2ID encoder trained "
+                        "with identity classification + triplet loss on real images")
+    p.add_argument("--data", required=True, help="training split: image folder or pack (.npz)")
+    p.add_argument("--out", required=True, help="model-set folder to write (encoder only)")
+    p.add_argument("--config", default=None, help="ModelSetConfig JSON (its img2id and image size)")
+    p.add_argument("--instances", type=int, default=4, help="images per identity in a batch")
+    p.add_argument("--margin", type=float, default=0.3, help="triplet margin")
+    add_train_options(p, steps=20_000, batch=64, lr=3e-4, save_every=1000)
     p = nets.add_parser("prior", help="the diffusion prior over identity vectors")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     add_train_options(p, steps=20_000, batch=256, lr=1e-4, save_every=5000)
@@ -143,7 +151,14 @@ def work_dir_for(args, checkpoint: str) -> str:
 
 def run_train(args) -> None:
     from .config import ModelSetConfig
-    from .train import GeneratorTrainer, Img2IDTrainer, Img2NoiseTrainer, PriorTrainer, TrainOptions
+    from .train import (
+        BaselineTrainer,
+        GeneratorTrainer,
+        Img2IDTrainer,
+        Img2NoiseTrainer,
+        PriorTrainer,
+        TrainOptions,
+    )
 
     opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                         warmup=args.warmup, ema_decay=args.ema_decay, seed=args.seed,
@@ -153,6 +168,10 @@ def run_train(args) -> None:
         config = ModelSetConfig.load(args.config) if args.config else None
         trainer = GeneratorTrainer(args.data, args.out, work_dir_for(args, args.out), opts, config,
                                    id_lr_scale=args.id_lr_scale, guidance=args.guidance)
+    elif args.network == "baseline":
+        config = ModelSetConfig.load(args.config) if args.config else None
+        trainer = BaselineTrainer(args.data, args.out, work_dir_for(args, args.out), opts, config,
+                                  args.instances, args.margin)
     elif args.network == "prior":
         trainer = PriorTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts)
     elif args.network == "img2id":

@@ -75,9 +75,22 @@ class TrainingImages:
         self.normalizer = normalizer
 
     def batch(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.randint(len(self.images), (n,), generator=rng).to(self.images.device)
+        return self.take(torch.randint(len(self.images), (n,), generator=rng), rng)
+
+    def pk_batch(self, p: int, k: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """p identities x k of their images (with replacement), as metric learning needs."""
+        labels = self.labels.cpu()
+        chosen = torch.randperm(len(self.pids), generator=rng)[:p]
+        index = []
+        for label in chosen.tolist():
+            pool = torch.nonzero(labels == label).flatten()
+            index.append(pool[torch.randint(len(pool), (k,), generator=rng)])
+        return self.take(torch.cat(index), rng)
+
+    def take(self, index: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        index = index.to(self.images.device)
         x = self.normalizer.encode(self.images[index])
-        flip = (torch.rand(n, generator=rng) < 0.5).to(x.device).reshape(n, 1, 1, 1)
+        flip = (torch.rand(len(index), generator=rng) < 0.5).to(x.device).reshape(-1, 1, 1, 1)
         return torch.where(flip, x.flip(3), x), self.labels[index]
 
 
@@ -481,3 +494,64 @@ class Img2NoiseTrainer(ModelSetTrainer):
 
     def export(self):
         self.write("img2noise")
+
+
+# ------------------------------------------------------------------ discriminative baseline
+
+def batch_hard_triplet(features: torch.Tensor, labels: torch.Tensor, margin: float) -> torch.Tensor:
+    """For each anchor, its farthest positive and nearest negative (Hermans et al., 2017)."""
+    d = torch.cdist(features, features)  # (B, B)
+    same = labels[:, None] == labels[None, :]
+    hardest_positive = (d * same).max(1).values
+    hardest_negative = d.masked_fill(same, float("inf")).min(1).values
+    return F.relu(hardest_positive - hardest_negative + margin).mean()
+
+
+class BaselineTrainer(Trainer):
+    """The obvious alternative to a generative identity: the Img2ID encoder (same size, same
+    input) trained on real images with identity classification plus a batch-hard triplet loss.
+    Exported as a model set holding only `img2id`, so `genreid eval` ranks by its features.
+    """
+
+    part = "baseline"
+
+    def __init__(self, data: str, out, work_dir, options: TrainOptions,
+                 config: ModelSetConfig | None = None, instances: int = 4, margin: float = 0.3):
+        super().__init__(out, work_dir, options)
+        if options.batch_size % instances:
+            raise ValueError(f"batch size {options.batch_size} must be a multiple of "
+                             f"--instances {instances}")
+        self.config = config or ModelSetConfig()
+        split = load_split(data, tuple(self.config.image_size))
+        self.source = str(data)
+        self.config.mean, self.config.std = channel_stats(split.images)
+        self.config.generator.num_identities = len(np.unique(split.pids))
+        self.config.validate()
+        self.normalizer = Normalizer(self.config.mean, self.config.std, self.device)
+        self.data = TrainingImages(split, self.normalizer, self.device)
+        self.instances, self.margin = instances, margin
+        encoder = Img2ID(self.config.img2id, tuple(self.config.image_size))
+        model = torch.nn.ModuleDict({
+            "encoder": encoder,
+            # Classify from normalised features (a "BN neck"), so the two losses do not fight.
+            "neck": torch.nn.BatchNorm1d(self.config.img2id.id_dim),
+            "classifier": torch.nn.Linear(self.config.img2id.id_dim, len(self.data.pids), bias=False),
+        })
+        self.setup(model)
+
+    def losses(self):
+        p = self.opt.batch_size // self.instances
+        x, labels = self.data.pk_batch(p, self.instances, self.rng)
+        features = self.model["encoder"](x).float()
+        logits = self.model["classifier"](self.model["neck"](features))
+        ce = F.cross_entropy(logits, labels, label_smoothing=0.1)
+        triplet = batch_hard_triplet(features, labels, self.margin)
+        accuracy = (logits.argmax(1) == labels).float().mean()
+        return {"loss": ce + triplet, "ce": ce, "triplet": triplet, "accuracy": accuracy.detach()}
+
+    def export(self):
+        w = ckpt.ModelSetWriter(self.out)
+        w.config(self.config)
+        w.identities(self.data.pids.tolist(), self.source)
+        w.weights("img2id", self.ema.module["encoder"])
+        w.commit()

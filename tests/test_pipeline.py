@@ -517,3 +517,37 @@ def test_generator_guidance_option_is_stored_in_the_set(trained, tmp_path):
     assert cli(*generator_args(trained.train, out, work, trained.config, steps=4),
                "--guidance", "2.5") == 0
     assert GenReID.load(out).config.generator.guidance == 2.5
+
+
+def test_baseline_trains_and_evaluates_like_a_model_set(trained, tmp_path, capsys):
+    out = tmp_path / "baseline"
+    assert cli("train", "baseline", "--data", trained.train, "--out", out, "--config", trained.config,
+               "--steps", 3, "--batch-size", 8, "--instances", 2, "--save-every", 3,
+               "--work-dir", tmp_path / "work") == 0
+    record = json.loads((tmp_path / "work" / "log.jsonl").read_text().splitlines()[-1])
+    assert {"ce", "triplet", "accuracy"} <= set(record)
+    model = GenReID.load(out)
+    assert model.has("img2id") and not model.has("generator")
+    capsys.readouterr()
+    assert cli("eval", "--data", trained.market, "--checkpoint", out, "--json") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0.0 <= result["standard"]["mAP"] <= 1.0
+    # A batch that does not split into identities of --instances images is refused clearly.
+    assert cli("train", "baseline", "--data", trained.train, "--out", out, "--batch-size", 7,
+               "--instances", 2, "--work-dir", tmp_path / "work2") == 2
+
+
+def test_batch_hard_triplet_by_hand():
+    import torch
+
+    from core.train import batch_hard_triplet
+
+    f = torch.tensor([[0.0], [1.0], [3.0], [3.5]])  # labels 0, 0, 1, 1
+    labels = torch.tensor([0, 0, 1, 1])
+    # anchor 0: hardest positive 1.0, nearest negative 3.0 -> relu(1 - 3 + 0.5) = 0
+    # anchor 1: positive 1.0, negative 2.0 -> relu(1 - 2 + 0.5) = 0
+    # anchor 2: positive 0.5, negative 2.0 -> 0;  anchor 3: positive 0.5, negative 2.5 -> 0
+    assert batch_hard_triplet(f, labels, 0.5).item() == 0.0
+    # margin 1.5: anchor 0: 1 - 3 + 1.5 < 0 -> 0; anchor 1: 1 - 2 + 1.5 = 0.5;
+    # anchor 2: 0.5 - 2 + 1.5 = 0; anchor 3: 0.5 - 2.5 + 1.5 < 0 -> 0; mean 0.125
+    assert abs(batch_hard_triplet(f, labels, 1.5).item() - 0.125) < 1e-6
