@@ -130,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scale", type=int, default=2, help="nearest-neighbour up-scaling (default 2)")
     p.add_argument("--device", default="auto")
+    p = sub.add_parser("diagnose", help="how far generated pictures follow their identity")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    p.add_argument("--data", default=None, help="also measure real pictures of this split")
+    p.add_argument("--guidance", default=None,
+                   help="comma-separated guidance weights to compare (default: the set's)")
+    p.add_argument("--identities", type=int, default=16, help="generated grid rows (default 16)")
+    p.add_argument("--noises", type=int, default=6, help="generated grid columns (default 6)")
+    p.add_argument("--per-identity", type=int, default=6,
+                   help="real pictures per identity, of 100 identities (default 6)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+
     p = sub.add_parser("explore", help="start the Gradio latent-space explorer")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     p.add_argument("--data", default=None,
@@ -194,6 +206,30 @@ def run_eval(args) -> None:
     print(json.dumps(result) if args.json else format_table(result))
 
 
+def run_diagnose(args) -> None:
+    from .api import GenReID
+    from .data import load_split
+    from .diagnostics import generated_identity_share, real_identity_share
+
+    model = GenReID.load(args.checkpoint, device=args.device)
+    result = {}
+    if args.data:
+        split = load_split(args.data, model.image_size)
+        labels, _ = split.relabel()
+        result["real"] = round(real_identity_share(split.images, labels, model.normalizer,
+                                                   per_identity=args.per_identity, seed=args.seed), 4)
+    try:
+        weights = [float(w) for w in args.guidance.split(",")] if args.guidance else \
+            [model.config.generator.guidance]
+    except ValueError:
+        raise ValueError(f"--guidance must be comma-separated numbers, not {args.guidance!r}") from None
+    for w in weights:
+        model.config.generator.guidance = w
+        result[f"generated_guidance_{w:g}"] = round(generated_identity_share(
+            model, args.identities, args.noises, args.seed), 4)
+    print(json.dumps({"identity_share": result}))
+
+
 def run_sample(args) -> None:
     import numpy as np
     from PIL import Image
@@ -235,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             run_eval(args)
         elif args.command == "sample":
             run_sample(args)
+        elif args.command == "diagnose":
+            run_diagnose(args)
         elif args.command == "explore":
             from explorer.app import main as explore
             explore(checkpoint=args.checkpoint, data=args.data, host=args.host, port=args.port,

@@ -551,3 +551,15 @@ def test_batch_hard_triplet_by_hand():
     # margin 1.5: anchor 0: 1 - 3 + 1.5 < 0 -> 0; anchor 1: 1 - 2 + 1.5 = 0.5;
     # anchor 2: 0.5 - 2 + 1.5 = 0; anchor 3: 0.5 - 2.5 + 1.5 < 0 -> 0; mean 0.125
     assert abs(batch_hard_triplet(f, labels, 1.5).item() - 0.125) < 1e-6
+
+
+def test_diagnose_reports_identity_shares(trained, capsys):
+    capsys.readouterr()
+    assert cli("diagnose", "--checkpoint", trained.set, "--data", trained.train, "--guidance", "0,2",
+               "--identities", 3, "--noises", 2, "--per-identity", 4) == 0
+    shares = json.loads(capsys.readouterr().out)["identity_share"]
+    assert set(shares) == {"real", "generated_guidance_0", "generated_guidance_2"}
+    assert all(0.0 <= v <= 1.0 for v in shares.values())
+    # The fixture's identities are flat colours: identity explains most of the real variance.
+    assert shares["real"] > 0.5
+    assert cli("diagnose", "--checkpoint", trained.set, "--guidance", "x") == 2
