@@ -4,11 +4,8 @@ starts the app on a free loopback port and drives every endpoint through gradio_
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,18 +13,9 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
-from conftest import TRAIN_PIDS, make_market_dataset
+from conftest import TRAIN_PIDS, running_explorer
 from PIL import Image
 
-from core import cli
-from core.config import (
-    GeneratorConfig,
-    Img2IDConfig,
-    Img2NoiseConfig,
-    ModelSetConfig,
-    PriorConfig,
-    UNetConfig,
-)
 from core.metrics import euclidean_distances
 from explorer import handlers as h
 from explorer import render
@@ -37,39 +25,11 @@ from explorer.state import ExplorerState, load_state
 torch.set_num_threads(1)  # tiny networks on a shared CPU: a second thread only spins
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # its own pandas use
 ROOT = Path(__file__).resolve().parent.parent
-ID_DIM = 8
 ENDPOINTS = ("generate", "sweep", "neighbors", "projection", "retrieve", "decompose")
 
 
 # ----------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="session")
-def explorer_model_set(tmp_path_factory) -> SimpleNamespace:
-    """A tiny model set trained (2 steps per network) on the fixture dataset by `genreid train`;
-    also a copy holding only the generator, as a set whose other networks are not trained yet."""
-    root = tmp_path_factory.mktemp("explorer")
-    market = make_market_dataset(root / "market")
-    unet = UNetConfig(widths=[8, 16], block_depth=1)
-    config = ModelSetConfig(generator=GeneratorConfig(unet=unet, id_dim=ID_DIM, noise_embedding_dim=8),
-                            prior=PriorConfig(id_dim=ID_DIM, hidden=32, layers=2,
-                                              noise_embedding_dim=8),
-                            img2id=Img2IDConfig(unet=unet, dense=[16], id_dim=ID_DIM),
-                            img2noise=Img2NoiseConfig(unet=unet))
-    config.save(root / "tiny.json")
-    full, runs = root / "set", root / "runs"
-    common = ["--steps", "2", "--batch-size", "4", "--device", "cpu", "--save-every", "2"]
-    train = str(market / "bounding_box_train")
-    assert cli.main(["train", "generator", "--data", train, "--out", str(full), "--config",
-                     str(root / "tiny.json"), "--work-dir", str(runs / "generator")] + common) == 0
-    generator_only = root / "generator-only"
-    shutil.copytree(full, generator_only)
-    assert cli.main(["train", "prior", "--checkpoint", str(full), "--work-dir",
-                     str(runs / "prior")] + common) == 0
-    assert cli.main(["train", "img2id", "--checkpoint", str(full), "--work-dir",
-                     str(runs / "img2id")] + common) == 0
-    assert cli.main(["train", "img2noise", "--checkpoint", str(full), "--data", train,
-                     "--work-dir", str(runs / "img2noise")] + common) == 0
-    return SimpleNamespace(full=full, generator_only=generator_only, market=market,
-                           cache=root / "cache")
+# explorer_model_set (session): in conftest.py, shared with test_browser.py.
 
 
 @pytest.fixture(scope="module")
@@ -346,34 +306,12 @@ def test_generator_only_set_starts_and_explains_missing_parts(explorer_model_set
 
 
 # ----------------------------------------------------------------------------- end to end
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_app_end_to_end_through_gradio_client(explorer_model_set, tmp_path):
     from gradio_client import Client, handle_file
 
-    from explorer.app import main
-
-    port = free_port()
-    start = time.perf_counter()
-    demo = main(explorer_model_set.full, explorer_model_set.market, "127.0.0.1", port, "cpu",
-                prevent_thread_lock=True, quiet=True, cache_dir=tmp_path / "cache", num_prior=12)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 60
-        while True:  # "Running on" is printed before the server answers: poll it
-            try:
-                urllib.request.urlopen(url + "gradio_api/info", timeout=2).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        assert time.perf_counter() - start < 60
-        client = Client(url, verbose=False)
+    with running_explorer(explorer_model_set, tmp_path / "cache") as app:
+        assert app.startup_s < 60
+        client = Client(app.url, verbose=False)
         named = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
         assert {f"/{e}" for e in ENDPOINTS} | {"/swap", "/interpolate"} <= set(named)
         for endpoint in ENDPOINTS + ("swap", "interpolate"):
@@ -393,8 +331,6 @@ def test_app_end_to_end_through_gradio_client(explorer_model_set, tmp_path):
         with pytest.raises(Exception, match="unknown identity"):  # a readable gr.Error
             client.predict(identity="nobody", api_name="/sweep")
         assert "umap" not in sys.modules
-    finally:
-        demo.close()
 
 
 def test_script_entry_point_reports_a_missing_model_set(tmp_path):
