@@ -76,7 +76,7 @@ def histogram_figure(distances: np.ndarray, marks: dict[str, float] | None = Non
     for i, (name, value) in enumerate((marks or {}).items()):
         fig.add_vline(x=value, line=dict(color=_rgb(PALETTE[(i + 1) % len(PALETTE)]), dash="dash"),
                       annotation_text=name, annotation_position="top")
-    fig.update_layout(height=300, template="plotly_white", margin=dict(l=40, r=20, t=30, b=40),
+    fig.update_layout(height=300, template="plotly_white", margin=dict(l=40, r=20, t=70, b=40),
                       xaxis_title="Euclidean distance between two training identities",
                       yaxis_title="pairs", showlegend=False, bargap=0.02)
     return fig

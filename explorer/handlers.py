@@ -373,8 +373,7 @@ def projection(state: ExplorerState, method: str = "PCA", colour_by: str = "sour
                                                        _report(progress))
     thumbs = [state.thumbnail(k) for k in points.keys]
     counts = {s: points.sources.count(s) for s in dict.fromkeys(points.sources)}
-    title = f"{method.upper()} · " + " · ".join(f"{n} {s}s" if not s.endswith(")") else f"{n} {s}"
-                                                 for s, n in counts.items())
+    title = f"{method.upper()} · " + " · ".join(f"{s}: {n}" for s, n in counts.items())
     fig = figures.projection_figure(coords, points.keys, points.sources, points.cameras, kind, values,
                                     colour_by, thumbs, title)
     info = [f"{note}. Computed once and cached; colour changes and clicks reuse it."]
