@@ -94,6 +94,13 @@ class TrainingImages:
         return torch.where(flip, x.flip(3), x), self.labels[index]
 
 
+def fit_config(config: ModelSetConfig, split: Split) -> None:
+    """Set what a configuration takes from its training split: channel statistics, identities."""
+    config.mean, config.std = channel_stats(split.images)
+    config.generator.num_identities = len(np.unique(split.pids))
+    config.validate()
+
+
 class Trainer:
     part: str = ""
 
@@ -228,9 +235,7 @@ class GeneratorTrainer(Trainer):
         split = load_split(data, size)
         self.source = str(data)
         if not saved.is_file():
-            self.config.mean, self.config.std = channel_stats(split.images)
-            self.config.generator.num_identities = len(np.unique(split.pids))
-            self.config.validate()
+            fit_config(self.config, split)
             self.work_dir.mkdir(parents=True, exist_ok=True)
             self.config.save(saved)
         if guidance is not None:  # sampling only: may change when resuming
@@ -334,6 +339,12 @@ class ModelSetTrainer(Trainer):
                              f"(identities.json): pass the generator's training split")
         return images
 
+    def load_prior(self, bank: int) -> None:
+        """The frozen prior that generated images need, and optionally their bank."""
+        self.prior = self.frozen(ckpt.load_weights(self.out, "prior", IdentityPrior(self.config.prior)))
+        if bank:
+            self.use_bank(bank)
+
     def use_bank(self, size: int) -> None:
         """Generate `size` (image, identity, noise) triples once; `generated` then draws from them.
 
@@ -416,10 +427,7 @@ class Img2IDTrainer(ModelSetTrainer):
         self.real = self.real_images(data) if real_fraction > 0 else None
         self.n_real = round(options.batch_size * real_fraction)
         if self.n_real < options.batch_size:  # generated images need the prior
-            self.prior = self.frozen(ckpt.load_weights(checkpoint, "prior",
-                                                       IdentityPrior(self.config.prior)))
-            if bank:
-                self.use_bank(bank)
+            self.load_prior(bank)
         self.setup(Img2ID(self.config.img2id, tuple(self.config.image_size)))
 
     def losses(self):
@@ -465,10 +473,7 @@ class Img2NoiseTrainer(ModelSetTrainer):
                              "training split), or --generated-fraction 1")
         self.real = self.real_images(data) if self.n_gen < options.batch_size else None
         if self.n_gen:
-            self.prior = self.frozen(ckpt.load_weights(checkpoint, "prior",
-                                                       IdentityPrior(self.config.prior)))
-            if bank:
-                self.use_bank(bank)
+            self.load_prior(bank)
         self.setup(Img2Noise(self.config.img2noise))
 
     def losses(self):
@@ -524,9 +529,7 @@ class BaselineTrainer(Trainer):
         self.config = config or ModelSetConfig()
         split = load_split(data, tuple(self.config.image_size))
         self.source = str(data)
-        self.config.mean, self.config.std = channel_stats(split.images)
-        self.config.generator.num_identities = len(np.unique(split.pids))
-        self.config.validate()
+        fit_config(self.config, split)
         self.normalizer = Normalizer(self.config.mean, self.config.std, self.device)
         self.data = TrainingImages(split, self.normalizer, self.device)
         self.instances, self.margin = instances, margin
