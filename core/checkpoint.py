@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from .config import ModelSetConfig
 from .files import atomic_write
 
-PARTS = ("generator", "prior", "img2id", "img2noise")
+PARTS = ("generator", "preview", "prior", "img2id", "img2noise")
 MANIFEST = "manifest.json"
 # Files stay under the Hub's 10 MiB limit for plain git (and the GPU machine's 16 MiB).
 SHARD_BYTES = 8 * 1024 * 1024

@@ -3,15 +3,18 @@
     genreid pack --data ../shared/data/cuhk03/bounding_box_train --out packs/cuhk03_train_64x32.npz
     genreid train generator --data packs/cuhk03_train_64x32.npz --out checkpoints/default
     genreid train prior --checkpoint checkpoints/default
+    genreid train preview --checkpoint checkpoints/default
     genreid train img2id --checkpoint checkpoints/default
     genreid train img2noise --checkpoint checkpoints/default --data packs/cuhk03_train_64x32.npz
     genreid eval --data ../shared/data/cuhk03 --checkpoint checkpoints/default --json
     genreid sample --checkpoint checkpoints/default --out grid.png
+    genreid bench --json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import sys
@@ -92,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = nets.add_parser("prior", help="the diffusion prior over identity vectors")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     add_train_options(p, steps=20_000, batch=256, lr=1e-4, save_every=5000)
+    p = nets.add_parser("preview", help="distil the guided generator into the smaller, faster "
+                        "network the explorer previews with")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    p.add_argument("--prior-fraction", type=float, default=0.5,
+                   help="share of trajectories with prior identities, the rest table rows")
+    add_train_options(p, steps=20_000, batch=8, lr=1e-4, save_every=500)
     p = nets.add_parser("img2id", help="image -> identity (trained on generated images)")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     p.add_argument("--data", default=None, help="the generator's training split, for real images")
@@ -142,6 +151,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
 
+    p = sub.add_parser("bench", help="speed: matmul peak, FLOPs, generation and encoding "
+                       "throughput, and each explorer panel's latency")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    p.add_argument("--data", default=None, help="dataset root for the panels (default: none, "
+                   "as the Space runs)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--batches", default="1,8,64", help="generation batch sizes (default 1,8,64)")
+    p.add_argument("--calls", type=int, default=20, help="timed calls per panel (default 20)")
+    p.add_argument("--min-seconds", type=float, default=1.0,
+                   help="shortest timed round of each throughput measurement (default 1)")
+    p.add_argument("--skip-model", action="store_true", help="only the panels' latency")
+    p.add_argument("--skip-panels", action="store_true", help="only the model-level figures")
+    p.add_argument("--device", default="auto")
+
     p = sub.add_parser("explore", help="start the Gradio latent-space explorer")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     p.add_argument("--data", default=None,
@@ -168,6 +191,7 @@ def run_train(args) -> None:
         GeneratorTrainer,
         Img2IDTrainer,
         Img2NoiseTrainer,
+        PreviewTrainer,
         PriorTrainer,
         TrainOptions,
     )
@@ -186,6 +210,9 @@ def run_train(args) -> None:
                                   args.instances, args.margin)
     elif args.network == "prior":
         trainer = PriorTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts)
+    elif args.network == "preview":
+        trainer = PreviewTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts,
+                                 args.prior_fraction)
     elif args.network == "img2id":
         trainer = Img2IDTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts,
                                 args.data, args.real_fraction, args.bank)
@@ -254,6 +281,32 @@ def run_sample(args) -> None:
     print(f"wrote {args.out}: {len(identities)} identities x {args.noises} noises")
 
 
+def run_bench(args) -> None:
+    from .api import GenReID
+    from .bench import format_bench, model_benchmark
+
+    try:
+        batches = [int(b) for b in args.batches.split(",")]
+    except ValueError:
+        raise ValueError(f"--batches must be comma-separated integers, not {args.batches!r}") from None
+    if not batches or min(batches) < 1 or args.calls < 1:
+        raise ValueError("--batches and --calls must be positive")
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
+    result = {}
+    if not args.skip_model:
+        model = GenReID.load(args.checkpoint, device=args.device)
+        result.update(model_benchmark(model, batches, args.min_seconds, log))
+    if not args.skip_panels:
+        from explorer.latency import panel_latencies, running_app
+
+        log("explorer panels (through gradio_client) ...")
+        # Gradio prints to stdout (e.g. when closing); with --json stdout holds only the JSON.
+        with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout), \
+                running_app(args.checkpoint, args.data, args.device) as (url, app):
+            result["panels"] = panel_latencies(url, app.explorer_state, args.calls, log=log)
+    print(json.dumps(result) if args.json else format_bench(result))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .checkpoint import CheckpointError
@@ -273,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
             run_sample(args)
         elif args.command == "diagnose":
             run_diagnose(args)
+        elif args.command == "bench":
+            run_bench(args)
         elif args.command == "explore":
             from explorer.app import main as explore
             explore(checkpoint=args.checkpoint, data=args.data, host=args.host, port=args.port,

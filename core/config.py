@@ -48,6 +48,21 @@ class GeneratorConfig:
 
 
 @dataclass
+class PreviewConfig:
+    """A smaller generator distilled from the full one, for interactive previews.
+
+    It learns the full generator's guided prediction eps(id) + w (eps(id) - eps(0)) in one pass,
+    so a preview costs one pass of a one-block-per-level U-Net per step instead of two passes
+    of the full one. Same identity space, same noise, same sampler: a preview is the full
+    picture's approximation, never a different picture.
+    """
+
+    unet: UNetConfig = field(default_factory=lambda: UNetConfig(block_depth=1))
+    # The full generator's guidance the preview was distilled with (set by training).
+    distilled_guidance: float = 0.0
+
+
+@dataclass
 class PriorConfig:
     id_dim: int = 32
     hidden: int = 512
@@ -80,6 +95,7 @@ class ModelSetConfig:
     std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    preview: PreviewConfig = field(default_factory=PreviewConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
     img2id: Img2IDConfig = field(default_factory=Img2IDConfig)
     img2noise: Img2NoiseConfig = field(default_factory=Img2NoiseConfig)
@@ -87,8 +103,8 @@ class ModelSetConfig:
     def validate(self) -> None:
         h, w = self.image_size
         levels = len(self.generator.unet.widths) - 1
-        for name, unet in (("generator", self.generator.unet), ("img2id", self.img2id.unet),
-                           ("img2noise", self.img2noise.unet)):
+        for name, unet in (("generator", self.generator.unet), ("preview", self.preview.unet),
+                           ("img2id", self.img2id.unet), ("img2noise", self.img2noise.unet)):
             n = len(unet.widths) - 1
             if h % 2**n or w % 2**n:
                 raise ValueError(
@@ -104,6 +120,11 @@ class ModelSetConfig:
         if self.generator.id_init not in ("uniform", "pca"):
             raise ValueError(f"generator.id_init must be 'uniform' or 'pca', "
                              f"not {self.generator.id_init!r}")
+
+    def preview_generator(self) -> GeneratorConfig:
+        """The preview network's configuration: the generator's, with the preview's U-Net and
+        no guidance of its own (it was distilled into the weights)."""
+        return dataclasses.replace(self.generator, unet=self.preview.unet, guidance=0.0)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

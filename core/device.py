@@ -23,3 +23,20 @@ def autocast(device: torch.device, precision: str):
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision != "fp32")
+
+
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether bfloat16 matmuls and convolutions run in hardware (CUDA, or a CPU with AVX-512
+    BF16 / AMX); elsewhere bf16 is emulated and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def inference_precision(device: torch.device, precision: str = "auto") -> str:
+    """"bf16" or "fp32" for inference: auto picks bf16 only where it is native."""
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    if precision == "auto":
+        return "bf16" if bf16_is_native(device) else "fp32"
+    return precision

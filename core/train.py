@@ -33,7 +33,8 @@ from .device import autocast, pick_device
 from .diagnostics import identity_share
 from .images import Normalizer, channel_stats, image_grid
 from .models import Generator, IdentityPrior, Img2ID, Img2Noise
-from .pipeline import generate, sample_prior
+from .pipeline import generate, guided, sample_prior
+from .sampler import ddim_sample
 from .schedule import diffusion_rates
 
 
@@ -499,6 +500,99 @@ class Img2NoiseTrainer(ModelSetTrainer):
 
     def export(self):
         self.write("img2noise")
+
+
+def init_from(student: torch.nn.Module, teacher: torch.nn.Module) -> int:
+    """Copy the teacher's tensors into the student wherever names and shapes agree; returns how
+    many. With one block per level that is the first block of each level: distillation then
+    starts from the teacher's features rather than from random ones."""
+    source = teacher.state_dict()
+    own = student.state_dict()
+    shared = {k for k, v in own.items() if k in source and source[k].shape == v.shape}
+    student.load_state_dict({k: source[k] if k in shared else v for k, v in own.items()})
+    return len(shared)
+
+
+class PreviewTrainer(ModelSetTrainer):
+    """Distils the generator, with its identity guidance, into the smaller preview network.
+
+    The data are the full generator's own sampling trajectories: for an identity (half table
+    rows, half prior samples) and a start noise, every state x_t the sampler visits and the
+    guided prediction made there. The preview learns that prediction in one pass (L1), so it
+    is trained exactly where it will be used. `batch_size` counts trajectories; each gives one
+    example per sampling step.
+    """
+
+    part = "preview"
+
+    def __init__(self, checkpoint, work_dir, options, prior_fraction: float = 0.5):
+        super().__init__(checkpoint, work_dir, options)
+        if not 0.0 <= prior_fraction <= 1.0:
+            raise ValueError(f"prior fraction must be within [0, 1], got {prior_fraction}")
+        self.n_prior = round(options.batch_size * prior_fraction)
+        if self.n_prior:
+            self.load_prior(0)
+        self.config.preview.distilled_guidance = self.config.generator.guidance
+        preview = Generator(self.config.preview_generator())
+        init_from(preview, self.generator)
+        preview.identities.requires_grad_(False)  # the identity space is the generator's
+        self.setup(preview)
+        g = torch.Generator().manual_seed(4321)  # a fixed probe: 8 table rows x 4 noises
+        n_ids = min(8, self.config.generator.num_identities)
+        self.probe_ids = torch.randperm(self.config.generator.num_identities, generator=g)[:n_ids]
+        self.probe_noise = torch.randn(4, 3, *self.config.image_size, generator=g)
+
+    def param_groups(self):
+        return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
+
+    @torch.no_grad()
+    def trajectories(self, identity: torch.Tensor, z: torch.Tensor):
+        """(states x_t, noise variances, guided predictions) along the generator's sampling."""
+        predict = guided(self.generator, identity)
+        seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+        def record(x, v):
+            eps = predict(x, v)
+            seen.append((x, v.expand(len(x), 1, 1, 1), eps))
+            return eps
+
+        ddim_sample(record, z, self.config.schedule, "eps")
+        return (torch.cat(parts) for parts in zip(*seen, strict=True))
+
+    def losses(self):
+        n = self.opt.batch_size
+        rows = torch.randint(self.config.generator.num_identities, (n - self.n_prior,),
+                             generator=self.rng).to(self.device)
+        identity = [self.table()[rows]]
+        if self.n_prior:
+            with torch.no_grad():
+                identity.append(sample_prior(self.prior, self.randn(self.n_prior, self.config.prior.id_dim),
+                                             self.config.schedule).float())
+        identity = torch.cat(identity)
+        z = self.randn(n, 3, *self.config.image_size).contiguous(memory_format=torch.channels_last)
+        x_t, variance, target = self.trajectories(identity, z)
+        steps = len(x_t) // n
+        prediction = self.model(x_t.contiguous(memory_format=torch.channels_last), variance,
+                                identity.repeat(steps, 1))
+        return {"loss": F.l1_loss(prediction.float(), target.float())}
+
+    @torch.no_grad()
+    def on_save(self, step):
+        """Mean absolute pixel difference (in [0, 1]) between preview and full pictures."""
+        identity = self.table()[self.probe_ids.to(self.device)].repeat_interleave(len(self.probe_noise), 0)
+        z = self.probe_noise.repeat(len(self.probe_ids), 1, 1, 1).to(self.device)
+        z = z.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.opt.precision):
+            full = generate(self.generator, identity, z, self.config.schedule)
+            fast = generate(self.ema.module, identity, z, self.config.schedule)
+        gap = (self.normalizer.to_unit(full) - self.normalizer.to_unit(fast)).abs().mean()
+        return {"picture_gap": round(float(gap), 5)}
+
+    def export(self):
+        w = ckpt.ModelSetWriter(self.out)
+        w.config(self.config)
+        w.weights("preview", self.ema.module)
+        w.commit()
 
 
 # ------------------------------------------------------------------ discriminative baseline

@@ -136,6 +136,12 @@ def _files(label: str = "Downloads") -> gr.File:
     return gr.File(label=label, file_count="multiple", interactive=False)
 
 
+def _preview_box(state: ExplorerState) -> gr.Checkbox:
+    has = state.has("preview")
+    return gr.Checkbox(value=has, interactive=has, label="Fast preview",
+                       info="distilled network, ~4x faster" if has else "no preview network in this set")
+
+
 def build_app(state: ExplorerState) -> gr.Blocks:
     """The gr.Blocks layout and its events (every public event with an explicit api_name)."""
     model_work = dict(concurrency_id="model", concurrency_limit=1)
@@ -164,6 +170,7 @@ def build_app(state: ExplorerState) -> gr.Blocks:
                     gen_seed = gr.Number(value=0, precision=0, minimum=0, label="Noise seed")
                     gen_prior_seed = gr.Number(value=0, precision=0, minimum=0, label="Prior seed")
                 with gr.Row():
+                    gen_preview = _preview_box(state)
                     gen_btn = gr.Button("Generate", variant="primary")
                     gen_new_btn = gr.Button("New noises")
                 gen_img = _image("Identities × noises")
@@ -188,6 +195,7 @@ def build_app(state: ExplorerState) -> gr.Blocks:
                                                                 "(instead of setting the coordinate)")
                     sw_rank_all = gr.Checkbox(value=False, label=f"Rank every coordinate "
                                                                  f"({2 * state.dim} more pictures)")
+                    sw_preview = _preview_box(state)
                 sw_btn = gr.Button("Sweep", variant="primary")
                 sw_img = _image("Sweep")
                 sw_info = gr.Markdown()
@@ -285,13 +293,14 @@ def build_app(state: ExplorerState) -> gr.Blocks:
                         ip_b = _identity_dropdown(state, "To", second)
                         ip_steps = gr.Slider(2, 16, value=8, step=1, label="Steps")
                         ip_seed = gr.Number(value=0, precision=0, minimum=0, label="Noise seed")
+                        ip_preview = _preview_box(state)
                     ip_btn = gr.Button("Interpolate", variant="primary")
                     ip_img = _image("Interpolation")
                     ip_info = gr.Markdown()
                     ip_files = _files()
 
         # ---------------------------------------------------------------- events
-        gen_inputs = [gen_ids, gen_new, gen_noises, gen_seed, gen_prior_seed]
+        gen_inputs = [gen_ids, gen_new, gen_noises, gen_seed, gen_prior_seed, gen_preview]
         gen_outputs = [gen_img, gen_info, gen_files]
         gen_btn.click(bind(h.generate, state), gen_inputs, gen_outputs, api_name="generate",
                       **model_work)
@@ -299,7 +308,8 @@ def build_app(state: ExplorerState) -> gr.Blocks:
             bind(h.generate, state), gen_inputs, gen_outputs, api_name="generate_new_noises",
             api_visibility="undocumented", **model_work)
         sw_btn.click(bind(h.sweep, state),
-                     [sw_id, sw_coords, sw_low, sw_high, sw_steps, sw_seed, sw_relative, sw_rank_all],
+                     [sw_id, sw_coords, sw_low, sw_high, sw_steps, sw_seed, sw_relative, sw_rank_all,
+                      sw_preview],
                      [sw_img, sw_table, sw_info, sw_files], api_name="sweep", **model_work)
         nb_btn.click(bind(h.neighbors, state), [nb_id, nb_k],
                      [nb_img, nb_table, nb_pairs, nb_stats, nb_hist, nb_files], api_name="neighbors",
@@ -329,7 +339,7 @@ def build_app(state: ExplorerState) -> gr.Blocks:
                      [dc_img, dc_vector, dc_info, dc_files], api_name="decompose", **model_work)
         sp_btn.click(bind(h.swap, state), [sp_a_up, sp_b_up, sp_a, sp_b], [sp_img, sp_info, sp_files],
                      api_name="swap", **model_work)
-        ip_btn.click(bind(h.interpolate, state), [ip_a, ip_b, ip_steps, ip_seed],
+        ip_btn.click(bind(h.interpolate, state), [ip_a, ip_b, ip_steps, ip_seed, ip_preview],
                      [ip_img, ip_info, ip_files], api_name="interpolate", **model_work)
     return demo
 

@@ -133,11 +133,20 @@ def default_new_identities(state: ExplorerState) -> int:
     return 2 if state.has("prior") else 0
 
 
+def network_note(state: ExplorerState, preview: bool) -> str:
+    """Which network drew the pictures (said under every generated picture)."""
+    if preview and state.has("preview"):
+        return ("*Fast preview* (the distilled network, about 4x faster); untick it for the full "
+                "generator.")
+    return "Full generator" + ("." if state.has("preview") else " (this model set has no preview network).")
+
+
 # ----------------------------------------------------------------------------- 1. generation
 @panel
 def generate(state: ExplorerState, identities: list[str] | None = None,
              new_identities: int | None = None, noises: int = DEFAULT_NOISES, noise_seed: int = 0,
-             prior_seed: int = 0, progress=gr.Progress()):  # noqa: B008 (Gradio's pattern)
+             prior_seed: int = 0, preview: bool = True,
+             progress=gr.Progress()):  # noqa: B008 (Gradio's pattern)
     """Identities (rows) x noises (columns), the noise the same down each column.
     Returns (grid picture, description, files)."""
     state.require("generator")
@@ -165,7 +174,7 @@ def generate(state: ExplorerState, identities: list[str] | None = None,
     vectors = np.stack(vectors).astype(np.float32)
     noise = state.noise(n, noise_seed)
     images = state.generate(np.repeat(vectors, n, 0), np.tile(noise, (len(vectors), 1, 1, 1)),
-                            _report(progress), "generation")
+                            _report(progress), "generation", preview)
     grid = images.reshape(len(vectors), n, *images.shape[1:])
     captions = [[f"noise {j + 1}" for j in range(n)]] + [[None] * n] * (len(vectors) - 1)
     picture = render.compose(grid, row_labels=labels, captions=captions)
@@ -180,7 +189,8 @@ def generate(state: ExplorerState, identities: list[str] | None = None,
     info = (f"**{len(vectors)} identities × {n} noises** (noise seed {noise_seed}; the same noise "
             "down each column, so a column differs only by identity). "
             + (f"New identities are prior samples with seed {prior_seed}. " if new else "")
-            + "Same inputs, same pictures: everything here is deterministic.")
+            + "Same inputs, same pictures: everything here is deterministic. "
+            + network_note(state, preview))
     return picture, info, files
 
 
@@ -217,7 +227,8 @@ def _coordinates(coordinates, dim: int) -> list[int]:
 @panel
 def sweep(state: ExplorerState, identity: str | None = None, coordinates: list | None = None,
           low: float = -0.3, high: float = 0.3, steps: int = 7, noise_seed: int = 0,
-          relative: bool = False, rank_all: bool = False, progress=gr.Progress()):  # noqa: B008 (Gradio's pattern)
+          relative: bool = False, rank_all: bool = False, preview: bool = True,
+          progress=gr.Progress()):  # noqa: B008 (Gradio's pattern)
     """One identity, one fixed noise, coordinates swept over [low, high] (one row each).
     Returns (picture, ranking table, description, files)."""
     state.require("generator")
@@ -235,7 +246,7 @@ def sweep(state: ExplorerState, identity: str | None = None, coordinates: list |
     report = _report(progress)
     scale = 0.5 if rank_all else 1.0
     images = state.generate(vectors, np.repeat(state.noise(1, noise_seed), len(vectors), 0),
-                            lambda f, d: report(scale * f, d), "sweep")
+                            lambda f, d: report(scale * f, d), "sweep", preview)
     grid = images.reshape(len(coords), steps, *images.shape[1:])
     captions = [[(f"dz{c} = {v:+.2f}" if relative else f"z{c} = {v:+.2f}") for v in values]
                 for c in coords]
@@ -246,7 +257,7 @@ def sweep(state: ExplorerState, identity: str | None = None, coordinates: list |
     swept = {c: (float(e), float(a)) for c, e, a in zip(coords, ends, along, strict=True)}
     if rank_all:
         change = state.sweep_ranking(vector, noise_seed, low, high, relative,
-                                     lambda f, d: report(0.5 + 0.5 * f, d))
+                                     lambda f, d: report(0.5 + 0.5 * f, d), preview)
         rows = [(c, float(change[c]), swept.get(c, (None, None))[1]) for c in range(state.dim)]
     else:
         rows = [(c, e, a) for c, (e, a) in swept.items()]
@@ -265,7 +276,7 @@ def sweep(state: ExplorerState, identity: str | None = None, coordinates: list |
             f"Ranking ({'every coordinate' if rank_all else 'the swept coordinates'}): mean absolute "
             "pixel change in [0, 1] between the two ends of the range"
             + ("" if rank_all else "; tick *rank every coordinate* to rank all "
-               f"{state.dim} (2 × {state.dim} pictures)") + ".")
+               f"{state.dim} (2 × {state.dim} pictures)") + ". " + network_note(state, preview))
     return picture, table, info, files
 
 
@@ -573,7 +584,8 @@ def swap(state: ExplorerState, upload_a: str | None = None, upload_b: str | None
 
 @panel
 def interpolate(state: ExplorerState, identity_a: str | None = None, identity_b: str | None = None,
-                steps: int = 8, noise_seed: int = 0, progress=gr.Progress()):  # noqa: B008 (Gradio's pattern)
+                steps: int = 8, noise_seed: int = 0, preview: bool = True,
+                progress=gr.Progress()):  # noqa: B008 (Gradio's pattern)
     """A straight path from identity A to identity B with one fixed noise.
     Returns (picture, description, files)."""
     state.require("generator")
@@ -584,7 +596,7 @@ def interpolate(state: ExplorerState, identity_a: str | None = None, identity_b:
     t = np.linspace(0.0, 1.0, steps)
     vectors = ((1 - t)[:, None] * va[None] + t[:, None] * vb[None]).astype(np.float32)
     images = state.generate(vectors, np.repeat(state.noise(1, noise_seed), steps, 0),
-                            _report(progress), "interpolation")
+                            _report(progress), "interpolation", preview)
     captions = [f"t = {x:.2f}" for x in t]
     captions[0], captions[-1] = f"{ka}\nt = 0", f"{kb}\nt = 1"
     picture = render.strip(list(images), captions)
@@ -594,5 +606,5 @@ def interpolate(state: ExplorerState, identity_a: str | None = None, identity_b:
                        _vector_rows([f"{x:.4f}" for x in t], vectors))]
     np.save(out / "vectors.npy", vectors)
     info = (f"(1 − t) · {ka} + t · {kb}, {steps} steps, noise seed {noise_seed}; "
-            f"distance {np.linalg.norm(va - vb):.3f}.")
+            f"distance {np.linalg.norm(va - vb):.3f}. " + network_note(state, preview))
     return picture, info, files

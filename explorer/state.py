@@ -361,8 +361,10 @@ class ExplorerState:
 
     # ----------------------------------------------------------------- generation
     def generate(self, identities: np.ndarray, noises: np.ndarray, report: Report | None = None,
-                 desc: str = "generating") -> np.ndarray:
-        """GEN(identities, noises) in chunks, reporting progress, holding the model lock per chunk."""
+                 desc: str = "generating", preview: bool = False) -> np.ndarray:
+        """GEN(identities, noises) in chunks, reporting progress, holding the model lock per chunk.
+        preview=True uses the distilled preview network when the set has one."""
+        preview = preview and self.has("preview")
         identities = np.asarray(identities, np.float32)
         noises = np.asarray(noises, np.float32)
         report = report or _quiet
@@ -372,7 +374,7 @@ class ExplorerState:
             report(start / max(n, 1), f"{desc}: {start}/{n} pictures")
             with self.lock:
                 out.append(self.model.generate(identities[start:start + CHUNK],
-                                               noises[start:start + CHUNK]))
+                                               noises[start:start + CHUNK], preview=preview))
         report(1.0, f"{desc}: {n}/{n} pictures")
         h, w = self.size
         return np.concatenate(out) if out else np.zeros((0, h, w, 3), np.uint8)
@@ -551,6 +553,11 @@ class ExplorerState:
         self._warmup = threading.Thread(target=run, name="explorer-warmup", daemon=True)
         self._warmup.start()
 
+    def wait_background(self) -> None:
+        """Block until the start-up work (pictures, gallery features, portraits) is finished."""
+        if self._warmup is not None:
+            self._warmup.join()
+
     def background_status(self) -> str:
         parts = []
         for t in (self.pictures_task, self.features_task, self.portraits_task):
@@ -669,11 +676,12 @@ class ExplorerState:
 
     # ----------------------------------------------------------------- sweep ranking
     def sweep_ranking(self, vector: np.ndarray, noise_seed: int, low: float, high: float,
-                      relative: bool, report: Report | None = None) -> np.ndarray:
+                      relative: bool, report: Report | None = None,
+                      preview: bool = False) -> np.ndarray:
         """Mean |pixel change| in [0, 1] between the two ends of the range, for every coordinate
         (2 * D pictures; memoised)."""
         key = (np.asarray(vector, np.float32).tobytes(), int(noise_seed), float(low), float(high),
-               bool(relative))
+               bool(relative), bool(preview))
         if key not in self._sweep_ranks:
             v = np.asarray(vector, np.float32)
             ends = np.repeat(v[None], 2 * self.dim, 0)
@@ -681,7 +689,7 @@ class ExplorerState:
                 for e, value in enumerate((low, high)):
                     ends[2 * c + e, c] = (v[c] if relative else 0.0) + value
             images = self.generate(ends, np.repeat(self.noise(1, noise_seed), len(ends), 0), report,
-                                   "ranking every coordinate").astype(np.float32)
+                                   "ranking every coordinate", preview).astype(np.float32)
             change = np.abs(images[0::2] - images[1::2]).mean((1, 2, 3)) / 255.0
             self._sweep_ranks[key] = change
         return self._sweep_ranks[key]

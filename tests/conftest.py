@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -91,14 +89,16 @@ EXPLORER_ID_DIM = 8
 
 @pytest.fixture(scope="session")
 def explorer_model_set(tmp_path_factory) -> SimpleNamespace:
-    """A tiny model set trained (2 steps per network) on the fixture dataset by `genreid train`;
-    also a copy holding only the generator, as a set whose other networks are not trained yet."""
+    """A tiny model set trained (2 steps per network, the preview included) on the fixture
+    dataset by `genreid train`; also a copy holding only the generator, as a set whose other
+    networks are not trained yet."""
     from core import cli
     from core.config import (
         GeneratorConfig,
         Img2IDConfig,
         Img2NoiseConfig,
         ModelSetConfig,
+        PreviewConfig,
         PriorConfig,
         UNetConfig,
     )
@@ -107,7 +107,9 @@ def explorer_model_set(tmp_path_factory) -> SimpleNamespace:
     market = make_market_dataset(root / "market")
     unet = UNetConfig(widths=[8, 16], block_depth=1)
     dim = EXPLORER_ID_DIM
-    config = ModelSetConfig(generator=GeneratorConfig(unet=unet, id_dim=dim, noise_embedding_dim=8),
+    config = ModelSetConfig(generator=GeneratorConfig(unet=unet, id_dim=dim, noise_embedding_dim=8,
+                                                      guidance=2.0),
+                            preview=PreviewConfig(unet=UNetConfig(widths=[4, 8], block_depth=1)),
                             prior=PriorConfig(id_dim=dim, hidden=32, layers=2, noise_embedding_dim=8),
                             img2id=Img2IDConfig(unet=unet, dense=[16], id_dim=dim),
                             img2noise=Img2NoiseConfig(unet=unet))
@@ -123,30 +125,12 @@ def explorer_model_set(tmp_path_factory) -> SimpleNamespace:
                      str(runs / "prior")] + common) == 0
     assert cli.main(["train", "img2id", "--checkpoint", str(full), "--work-dir",
                      str(runs / "img2id")] + common) == 0
+    assert cli.main(["train", "preview", "--checkpoint", str(full), "--work-dir",
+                     str(runs / "preview")] + common) == 0
     assert cli.main(["train", "img2noise", "--checkpoint", str(full), "--data", train,
                      "--work-dir", str(runs / "img2noise")] + common) == 0
     return SimpleNamespace(full=full, generator_only=generator_only, market=market,
                            cache=root / "cache")
-
-
-def free_port() -> int:
-    """A free TCP port on loopback (Gradio cannot take server_port=0)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_http(url: str, timeout: float = 60.0) -> None:
-    """Poll url until it answers (Gradio prints "Running on" before its server answers)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 @contextlib.contextmanager
@@ -155,16 +139,10 @@ def running_explorer(model_set: SimpleNamespace, cache_dir: Path, *, data: bool 
     """The explorer app over model_set (with its dataset unless data=False) on a free loopback
     port, answering; yields .demo, .url (with a trailing slash) and .startup_s (seconds from the
     call until the server answered). Closed on exit."""
-    from explorer.app import main
+    from explorer.latency import running_app
 
     state_options.setdefault("num_prior", 12)
-    port = free_port()
     start = time.perf_counter()
-    demo = main(model_set.full, model_set.market if data else None, "127.0.0.1", port, "cpu",
-                prevent_thread_lock=True, quiet=True, cache_dir=cache_dir, **state_options)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        wait_for_http(url + "gradio_api/info", timeout)
+    with running_app(model_set.full, model_set.market if data else None, "cpu", timeout,
+                     cache_dir=cache_dir, **state_options) as (url, demo):
         yield SimpleNamespace(demo=demo, url=url, startup_s=time.perf_counter() - start)
-    finally:
-        demo.close()

@@ -96,13 +96,19 @@ def test_generate_rows_are_identities_columns_are_noises(bare):
     np.testing.assert_array_equal(noises, bare.model.noise(3, seed=7))
     np.testing.assert_array_equal(vectors[0], bare.table[0])
     np.testing.assert_array_equal(vectors[2], bare.model.sample_identities(1, seed=5)[0])
-    # The picture is the model's grid (the same noise down each column), labelled, enlarged 3x.
-    grid = bare.model.generate_grid(vectors, noises)
-    expected = render.compose(grid, row_labels=["pid 2", "pid 11", "new 0\n(prior seed 5)"],
-                              captions=[["noise 1", "noise 2", "noise 3"], [None] * 3, [None] * 3])
+    # The picture is the model's grid (the same noise down each column), labelled, enlarged 3x:
+    # by default the preview network's, on request the full generator's.
+    labels = ["pid 2", "pid 11", "new 0\n(prior seed 5)"]
+    captions = [["noise 1", "noise 2", "noise 3"], [None] * 3, [None] * 3]
+    expected = render.compose(bare.model.generate_grid(vectors, noises, preview=True),
+                              row_labels=labels, captions=captions)
     np.testing.assert_array_equal(picture, expected)
     assert np.array_equal(np.asarray(Image.open(f["generation.png"])), picture)
-    assert "3 identities × 3 noises" in info
+    assert "3 identities × 3 noises" in info and "Fast preview" in info
+    full, info, _ = h.generate(bare, ["pid 2", "row 3"], 1, 3, 7, 5, False)
+    np.testing.assert_array_equal(full, render.compose(bare.model.generate_grid(vectors, noises),
+                                                       row_labels=labels, captions=captions))
+    assert "Full generator" in info
 
 
 def test_generate_defaults_and_errors(bare):

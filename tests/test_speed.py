@@ -1,0 +1,197 @@
+"""The fast paths: the distilled preview network, bfloat16 inference, and `genreid bench`.
+
+No timing assertions (the benchmark is its own command): these tests check that the fast
+paths compute what the naive ones do, within the tolerances the README states, and that the
+benchmark runs end to end and reports every figure it promises.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core import bench
+from core.api import GenReID
+from core.checkpoint import CheckpointError, read_config
+from core.cli import main
+from core.config import GeneratorConfig, ModelSetConfig, PreviewConfig, UNetConfig
+from core.device import inference_precision
+from core.models import Generator
+from core.pipeline import generate
+from core.train import init_from
+
+torch.set_num_threads(1)
+
+# Stated tolerances of the optimised path against naive float32 (README, Performance).
+PICTURE_TOLERANCE = 0.02  # mean |pixel difference| per picture, pixels in [0, 1]
+IDENTITY_TOLERANCE = 0.02  # |v_bf16 - v_fp32| / |v_fp32|, on average
+
+
+@pytest.fixture(scope="module")
+def models(explorer_model_set):
+    return (GenReID.load(explorer_model_set.full, device="cpu", precision="fp32"),
+            GenReID.load(explorer_model_set.full, device="cpu", precision="bf16"))
+
+
+def test_bf16_pictures_match_fp32_within_tolerance(models):
+    naive, fast = models
+    ids = naive.table_identities(np.arange(naive.num_identities))
+    z = naive.noise(len(ids), seed=0)
+    a = naive.generate(ids, z).astype(np.float32) / 255
+    b = fast.generate(ids, z).astype(np.float32) / 255
+    assert np.abs(a - b).mean((1, 2, 3)).max() <= PICTURE_TOLERANCE
+
+
+def test_bf16_identities_match_fp32_within_tolerance(models):
+    naive, fast = models
+    pictures = naive.generate(naive.table_identities([0, 1, 2, 3]), naive.noise(4, seed=1))
+    a, b = naive.encode(pictures), fast.encode(pictures)
+    rel = np.linalg.norm(a - b, axis=1).mean() / np.linalg.norm(a, axis=1).mean()
+    assert rel <= IDENTITY_TOLERANCE
+
+
+def test_precision_choice():
+    assert inference_precision(torch.device("cpu"), "fp32") == "fp32"
+    assert inference_precision(torch.device("cpu"), "bf16") == "bf16"
+    assert inference_precision(torch.device("cpu")) in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="precision"):
+        inference_precision(torch.device("cpu"), "fp8")
+
+
+# ----------------------------------------------------------------------------- preview
+
+def test_preview_is_part_of_the_set_and_remembers_its_guidance(explorer_model_set):
+    config = read_config(explorer_model_set.full)
+    assert config.preview.distilled_guidance == config.generator.guidance == 2.0
+    assert config.preview_generator().guidance == 0.0  # distilled: one pass per step
+    assert config.preview_generator().unet.widths == [4, 8]
+
+
+def test_preview_generates_deterministic_pictures_of_the_same_shape(models):
+    _, model = models
+    assert model.has("preview")
+    ids, z = model.table_identities([0, 1]), model.noise(2, seed=3)
+    a = model.generate(ids, z, preview=True)
+    assert a.shape == model.generate(ids, z).shape and a.dtype == np.uint8
+    assert np.array_equal(a, model.generate(ids, z, preview=True))
+    grid = model.generate_grid(ids, model.noise(3, seed=4), preview=True)
+    assert grid.shape[:2] == (2, 3)
+
+
+def test_a_set_without_preview_says_how_to_train_it(explorer_model_set):
+    model = GenReID.load(explorer_model_set.generator_only, device="cpu")
+    assert not model.has("preview")
+    with pytest.raises(CheckpointError, match="genreid train preview"):
+        model.generate(model.table_identities([0]), model.noise(1, seed=0), preview=True)
+
+
+def test_preview_starts_from_the_generator_weights_where_shapes_agree():
+    config = ModelSetConfig(generator=GeneratorConfig(unet=UNetConfig([8, 16], 2), id_dim=4,
+                                                      num_identities=3, noise_embedding_dim=8),
+                            preview=PreviewConfig(unet=UNetConfig([8, 16], 1)))
+    teacher = Generator(config.generator)
+    torch.manual_seed(1)
+    for p in teacher.parameters():
+        p.data.normal_(0, 0.1)
+    student = Generator(config.preview_generator())
+    copied = init_from(student, teacher)
+    assert torch.equal(student.denoiser.down.levels[0][0].conv1.weight,
+                       teacher.denoiser.down.levels[0][0].conv1.weight)
+    assert torch.equal(student.denoiser.head.weight, teacher.denoiser.head.weight)
+    assert copied == len(student.state_dict())  # every student tensor has a teacher match
+    # Same architecture: the copy is the teacher itself.
+    twin = Generator(config.generator)
+    init_from(twin, teacher)
+    x, v, i = torch.randn(2, 3, 16, 8), torch.full((2, 1, 1, 1), 0.3), torch.randn(2, 4)
+    teacher.eval(), twin.eval()
+    with torch.no_grad():
+        assert torch.allclose(twin(x, v, i), teacher(x, v, i))
+
+
+def test_preview_learns_the_guided_prediction(tmp_path, explorer_model_set):
+    """A few distillation steps lower the preview's L1 to the guided teacher."""
+    import shutil
+
+    folder = tmp_path / "set"
+    shutil.copytree(explorer_model_set.full, folder)
+    work = tmp_path / "work"
+    assert main(["train", "preview", "--checkpoint", str(folder), "--work-dir", str(work),
+                 "--steps", "30", "--batch-size", "4", "--lr", "3e-3", "--save-every", "10",
+                 "--device", "cpu", "--ema-decay", "0"]) == 0
+    log = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [10, 20, 30]
+    assert log[-1]["loss"] < log[0]["loss"]
+    assert all(0 <= r["picture_gap"] <= 1 for r in log)
+
+
+def test_preview_of_the_same_network_reproduces_the_unguided_generator(explorer_model_set):
+    """The sampler and identity handling are shared: a preview equal to the generator (no
+    guidance) gives exactly the generator's pictures."""
+    model = GenReID.load(explorer_model_set.full, device="cpu", precision="fp32")
+    gen = model.networks["generator"]
+    model.config.generator.guidance = 0.0
+    model.networks["preview"] = gen
+    ids, z = model.table_identities([0, 1]), model.noise(2, seed=5)
+    assert np.array_equal(model.generate(ids, z, preview=True), model.generate(ids, z))
+    with torch.no_grad():
+        x = generate(gen, torch.from_numpy(ids), torch.from_numpy(z), model.config.schedule)
+    assert np.array_equal(model.normalizer.decode(x), model.generate(ids, z))
+
+
+# ----------------------------------------------------------------------------- bench
+
+def test_timed_rate_counts_items_per_second():
+    calls = []
+    rate = bench.timed_rate(lambda: calls.append(1), items=5, min_seconds=0.01, repeats=2)
+    assert rate > 0 and len(calls) >= 3  # warm-up + at least one per round
+
+
+def test_forward_gflop_of_a_linear_layer():
+    layer = torch.nn.Linear(100, 10, bias=False)
+    assert bench.forward_gflop(layer, torch.zeros(4, 100)) == pytest.approx(2 * 4 * 100 * 10 / 1e9)
+
+
+def test_sampling_gflop_counts_steps_and_guidance_passes(models):
+    _, model = models
+    one = bench.sampling_gflop(model)
+    steps = model.config.schedule.steps
+    preview = bench.sampling_gflop(model, "preview")
+    assert one > 0 and preview > 0
+    # the generator is guided (two passes a step), the preview is not
+    h, w = model.image_size
+    single = bench.forward_gflop(model.networks["generator"], torch.zeros(1, 3, h, w),
+                                 torch.full((1, 1, 1, 1), 0.5), torch.zeros(1, model.id_dim))
+    assert one == pytest.approx(2 * steps * single)
+
+
+def test_model_benchmark_reports_every_figure(models):
+    _, model = models
+    result = bench.model_benchmark(model, batches=(1, 2), min_seconds=0.01, log=lambda _: None)
+    g = result["generation"]
+    for key in ("naive_img_s", "optimized_img_s", "gflop_per_image", "peak_gflops",
+                "preview_img_s", "by_batch"):
+        assert key in g
+    assert g["batch"] == 2 and set(g["by_batch"]) == {"1", "2"}
+    assert all(v > 0 for v in (g["naive_img_s"], g["optimized_img_s"], g["peak_gflops"]))
+    assert result["encoding"]["optimized_img_s"] > 0
+    text = bench.format_bench(result)
+    assert "naive fp32" in text and "Img2ID" in text
+
+
+def test_bench_command_json_with_panels(explorer_model_set, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("GENREID_EXPLORER_CACHE", str(tmp_path / "cache"))
+    assert main(["bench", "--checkpoint", str(explorer_model_set.full), "--json", "--batches", "1",
+                 "--min-seconds", "0.01", "--calls", "2", "--device", "cpu"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["panels"]) == {"generate", "sweep", "neighbors", "projection", "retrieve",
+                                     "decompose"}
+    for p in result["panels"].values():
+        assert 0 < p["p50_s"] <= p["p95_s"] and p["calls"] == 2
+    assert result["generation"]["optimized_img_s"] > 0
+
+
+def test_bench_rejects_bad_batches(capsys):
+    assert main(["bench", "--batches", "1,x", "--skip-panels"]) == 2
+    assert "--batches" in capsys.readouterr().err
