@@ -15,6 +15,7 @@ import functools
 import inspect
 import re
 import secrets
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,8 +33,9 @@ from .state import SOURCE_GALLERY, SOURCE_PRIOR, SOURCE_TRAIN, ExplorerState, No
 
 MAX_ROWS, MAX_NEW, MAX_NOISES = 12, 8, 12
 MAX_COORDINATES, MAX_STEPS, MAX_K = 8, 15, 30
-SWEEP_COORDINATES = (0, 1, 2)
-DEFAULT_NOISES, DEFAULT_K_NEIGHBOURS, DEFAULT_K_RETRIEVAL = 6, 5, 10
+# Default views are sized to answer within a second on a 2-core CPU (`genreid bench`).
+SWEEP_COORDINATES = (0, 1)
+DEFAULT_NOISES, DEFAULT_K_NEIGHBOURS, DEFAULT_K_RETRIEVAL = 5, 5, 10
 SOURCE_MARKERS = {SOURCE_TRAIN: "o", SOURCE_PRIOR: "s", SOURCE_GALLERY: "x"}
 
 
@@ -102,6 +104,17 @@ def _save_csv(path: Path, header: list[str], rows) -> str:
     return str(path)
 
 
+def _bundle(files: list[str], name: str) -> list[str]:
+    """One zip of a result's files (pictures, tables, arrays), next to them. One download per
+    result: each file is a request for a notebook's gradio_client, ~70 ms apiece here."""
+    path = Path(files[0]).parent / f"{name}.zip"
+    with zipfile.ZipFile(path, "w") as z:
+        for f in files:
+            kind = zipfile.ZIP_STORED if f.endswith(".png") else zipfile.ZIP_DEFLATED
+            z.write(f, Path(f).name, compress_type=kind)
+    return [str(path)]
+
+
 def _vector_rows(labels, vectors) -> list[list]:
     return [[label, *(f"{x:.6g}" for x in v)] for label, v in zip(labels, vectors, strict=True)]
 
@@ -126,11 +139,11 @@ def default_second_identity(state: ExplorerState) -> str:
 
 
 def default_identities(state: ExplorerState) -> list[str]:
-    return state.train_keys[:4]
+    return state.train_keys[:3]
 
 
 def default_new_identities(state: ExplorerState) -> int:
-    return 2 if state.has("prior") else 0
+    return 1 if state.has("prior") else 0
 
 
 def network_note(state: ExplorerState, preview: bool) -> str:
@@ -163,8 +176,7 @@ def generate(state: ExplorerState, identities: list[str] | None = None,
         vectors.append(v)
     if new:
         state.require("prior")
-        with state.lock:
-            sampled = state.model.sample_identities(new, seed=prior_seed)
+        sampled = state.compute(state.model.sample_identities, new, seed=prior_seed)
         labels += [f"new {i}\n(prior seed {prior_seed})" for i in range(new)]
         vectors += list(sampled)
     if not vectors:
@@ -191,7 +203,7 @@ def generate(state: ExplorerState, identities: list[str] | None = None,
             + (f"New identities are prior samples with seed {prior_seed}. " if new else "")
             + "Same inputs, same pictures: everything here is deterministic. "
             + network_note(state, preview))
-    return picture, info, files
+    return picture, info, _bundle(files, "generation")
 
 
 def new_noise_seed() -> int:
@@ -277,7 +289,7 @@ def sweep(state: ExplorerState, identity: str | None = None, coordinates: list |
             "pixel change in [0, 1] between the two ends of the range"
             + ("" if rank_all else "; tick *rank every coordinate* to rank all "
                f"{state.dim} (2 × {state.dim} pictures)") + ". " + network_note(state, preview))
-    return picture, table, info, files
+    return picture, table, info, _bundle(files, "sweep")
 
 
 # ----------------------------------------------------------------------------- 3. neighbours
@@ -338,7 +350,7 @@ def neighbors(state: ExplorerState, identity: str | None = None, k: int = DEFAUL
     table.to_csv(out / "neighbors.csv", index=False)
     if pairs is not None:
         files.append(render.save_png(pairs, out / "pairs.png"))
-    return picture, table, pairs, stats, histogram, files
+    return picture, table, pairs, stats, histogram, _bundle(files, "neighbours")
 
 
 # ----------------------------------------------------------------------------- 4. projection
@@ -402,7 +414,7 @@ def projection(state: ExplorerState, method: str = "PCA", colour_by: str = "sour
             in zip(points.keys, points.sources, points.cameras, coords, strict=True)]
     files = [_save_csv(out / "projection.csv", ["identity", "source", "camera", "x", "y"], rows),
              render.save_png(picture, out / "projection.png")]
-    return fig, picture, " ".join(info), files
+    return fig, picture, " ".join(info), _bundle(files, "projection")
 
 
 @panel
@@ -460,8 +472,7 @@ def retrieve(state: ExplorerState, upload: str | None = None, query: int = 0,
                                                        upload, report)
     _, gallery = state.pictures(report)
     features = state.gallery_features(report)
-    with state.lock:
-        q = state.model.encode(image[None])
+    q = state.compute(state.model.encode, image[None])
     d = euclidean_distances(q, features)[0]
     order = np.argsort(d, kind="stable")
     known = label is not None
@@ -512,7 +523,7 @@ def retrieve(state: ExplorerState, upload: str | None = None, query: int = 0,
              str(out / "query_identity.npy")]
     np.save(out / "query_identity.npy", q[0])
     lines.insert(0, f"Query: {name}. Gallery: {len(gallery)} pictures.")
-    return picture, table, " ".join(lines), files
+    return picture, table, " ".join(lines), _bundle(files, "retrieval")
 
 
 # ----------------------------------------------------------------------------- 6. decomposition
@@ -527,8 +538,7 @@ def decompose(state: ExplorerState, upload: str | None = None, picture: int = 0,
     image, _, _, caption, name = state.picture(_int(picture, "picture index", 0, 10**9), upload,
                                                report)
     report(0.5, "decomposing")
-    with state.lock:
-        parts = state.model.decompose(image[None])
+    parts = state.compute(state.model.decompose, image[None])
     noise_picture = GenReID.noise_picture(parts.noise)[0]
     recon, error = parts.reconstruction[0], float(parts.error[0])
     strip = render.strip([parts.image[0], noise_picture, recon,
@@ -552,7 +562,8 @@ def decompose(state: ExplorerState, upload: str | None = None, picture: int = 0,
              str(out / "identity.npy"), str(out / "noise.npy")]
     np.save(out / "identity.npy", vector)
     np.save(out / "noise.npy", z)
-    return strip, figures.vector_figure(vector, "identity vector (Img2ID)"), info, files
+    figure = figures.vector_figure(vector, "identity vector (Img2ID)")
+    return strip, figure, info, _bundle(files, "decomposition")
 
 
 @panel
@@ -565,8 +576,7 @@ def swap(state: ExplorerState, upload_a: str | None = None, upload_b: str | None
     a = state.picture(_int(picture_a, "picture A", 0, 10**9), upload_a, report)
     b = state.picture(_int(picture_b, "picture B", 0, 10**9), upload_b, report)
     report(0.3, "decomposing A and B")
-    with state.lock:
-        parts = state.model.decompose(np.stack([a[0], b[0]]))
+    parts = state.compute(state.model.decompose, np.stack([a[0], b[0]]))
     swapped = state.generate(parts.identity[[1, 0]], parts.noise[[0, 1]],
                              lambda f, d: report(0.6 + 0.4 * f, d), "swapping")
     picture = render.strip([parts.image[0], parts.image[1], swapped[0], swapped[1]],
@@ -579,7 +589,7 @@ def swap(state: ExplorerState, upload_a: str | None = None, upload_b: str | None
              render.save_png(swapped[1], out / "b_pose_a_person.png")]
     info = (f"GEN(noise of A, identity of B) keeps A's pose, background and light and puts B's "
             f"person in; the last picture is the reverse. A: {a[4]}; B: {b[4]}.")
-    return picture, info, files
+    return picture, info, _bundle(files, "swap")
 
 
 @panel
@@ -607,4 +617,4 @@ def interpolate(state: ExplorerState, identity_a: str | None = None, identity_b:
     np.save(out / "vectors.npy", vectors)
     info = (f"(1 − t) · {ka} + t · {kb}, {steps} steps, noise seed {noise_seed}; "
             f"distance {np.linalg.norm(va - vb):.3f}. " + network_note(state, preview))
-    return picture, info, files
+    return picture, info, _bundle(files, "interpolation")

@@ -93,11 +93,12 @@ class Requests:
         return handle_file(str(path))
 
     def generate(self) -> dict:
-        return {"identities": [self._key() for _ in range(4)], "new_identities": 2, "noises": 6,
+        # the default view's size (3 + 1 rows x 5 noises), other identities and seeds
+        return {"identities": [self._key() for _ in range(3)], "new_identities": 1, "noises": 5,
                 "noise_seed": self._seed(), "prior_seed": self._seed()}
 
     def sweep(self) -> dict:
-        coords = sorted(self.rng.choice(self.state.dim, 3, replace=False).tolist())
+        coords = sorted(self.rng.choice(self.state.dim, 2, replace=False).tolist())
         return {"identity": self._key(), "coordinates": coords, "noise_seed": self._seed()}
 
     def neighbors(self) -> dict:
