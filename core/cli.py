@@ -9,6 +9,7 @@
     genreid eval --data ../shared/data/cuhk03 --checkpoint checkpoints/default --json
     genreid sample --checkpoint checkpoints/default --out grid.png
     genreid bench --json
+    genreid loadtest --clients 16 --seconds 60
 """
 
 from __future__ import annotations
@@ -165,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-panels", action="store_true", help="only the model-level figures")
     p.add_argument("--device", default="auto")
 
+    p = sub.add_parser("loadtest", help="many users at once: concurrent clients drive every "
+                       "explorer panel on loopback; failures, latency, peak memory")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    p.add_argument("--data", default=None, help="dataset root for the panels (default: none)")
+    p.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
+    p.add_argument("--seconds", type=float, default=60.0, help="duration (default 60)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--device", default="auto")
+
     p = sub.add_parser("explore", help="start the Gradio latent-space explorer")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     p.add_argument("--data", default=None,
@@ -307,6 +317,20 @@ def run_bench(args) -> None:
     print(json.dumps(result) if args.json else format_bench(result))
 
 
+def run_loadtest(args) -> int:
+    from explorer.latency import running_app
+    from explorer.loadtest import format_report, load_test
+
+    if args.clients < 1 or not 0 < args.seconds <= 3600:
+        raise ValueError("--clients must be >= 1 and --seconds within (0, 3600]")
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout), \
+            running_app(args.checkpoint, args.data, args.device) as (url, app):
+        report = load_test(url, app.explorer_state, args.clients, args.seconds, log=log)
+    print(json.dumps(report) if args.json else format_report(report))
+    return 1 if report["failed"] else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .checkpoint import CheckpointError
@@ -328,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
             run_diagnose(args)
         elif args.command == "bench":
             run_bench(args)
+        elif args.command == "loadtest":
+            return run_loadtest(args)
         elif args.command == "explore":
             from explorer.app import main as explore
             explore(checkpoint=args.checkpoint, data=args.data, host=args.host, port=args.port,

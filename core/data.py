@@ -103,14 +103,20 @@ def prepare_image(img: Image.Image | np.ndarray, size: tuple[int, int]) -> np.nd
     return np.asarray(img, dtype=np.uint8).copy()
 
 
-def _decode(source, size: tuple[int, int], label: str) -> np.ndarray:
+def _decode(source, size: tuple[int, int], label: str, max_pixels: int | None = None) -> np.ndarray:
     truncated = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False  # a cut-off file must fail, not be grey-padded
     try:
-        with Image.open(source) as img:
+        with Image.open(source) as img:  # reads the header only
+            w, h = img.size
+            if max_pixels is not None and w * h > max_pixels:  # before decoding a single pixel
+                raise DataError(f"{label}: {w}x{h} pixels is over the limit of "
+                                f"{max_pixels / 1e6:g} megapixels")
             img.load()
             return prepare_image(img, size)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:
+        raise DataError(f"{label}: too many pixels to decode safely ({e})") from e
+    except (OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{label}: cannot read image ({e})") from e
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = truncated
@@ -122,9 +128,10 @@ def _check_size(size) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def load_image(path, size: tuple[int, int]) -> np.ndarray:
-    """Read any image as uint8 RGB (H, W, 3), EXIF-rotated and bicubic-resized to size=(H, W)."""
-    return _decode(os.fspath(path), _check_size(size), os.fspath(path))
+def load_image(path, size: tuple[int, int], max_pixels: int | None = None) -> np.ndarray:
+    """Read any image as uint8 RGB (H, W, 3), EXIF-rotated and bicubic-resized to size=(H, W);
+    pictures over max_pixels are refused from their header, before decoding."""
+    return _decode(os.fspath(path), _check_size(size), os.fspath(path), max_pixels)
 
 
 @dataclass

@@ -29,7 +29,7 @@ import gradio as gr  # noqa: E402
 from core.config import DEFAULT_CHECKPOINT  # noqa: E402
 from explorer import handlers as h  # noqa: E402
 from explorer.handlers import bind  # noqa: E402
-from explorer.state import ExplorerState, load_state  # noqa: E402
+from explorer.state import UPLOAD_LIMITS, UPLOAD_MAX_BYTES, ExplorerState, load_state  # noqa: E402
 
 TITLE = "genreid explorer"
 INTRO = ("Person re-identification where a person's **identity is the conditioning** of a diffusion "
@@ -130,6 +130,10 @@ def _identity_dropdown(state: ExplorerState, label: str, value: str, **kw) -> gr
 def _image(label: str, **kw) -> gr.Image:
     return gr.Image(label=label, format="png", type="numpy", interactive=False,
                     elem_classes=["pixelated"], **kw)
+
+
+def _upload(label: str) -> gr.File:
+    return gr.File(label=f"{label} ({UPLOAD_LIMITS})", file_types=["image"], type="filepath")
 
 
 def _files(label: str = "Downloads") -> gr.File:
@@ -252,8 +256,7 @@ def build_app(state: ExplorerState) -> gr.Blocks:
                 with gr.Row():
                     rt_query = gr.Number(value=0, precision=0, minimum=0,
                                          label=f"Query: index into {n_query}")
-                    rt_upload = gr.File(label="…or upload a query picture", file_types=["image"],
-                                        type="filepath")
+                    rt_upload = _upload("…or upload a query picture")
                     rt_k = gr.Slider(1, h.MAX_K, value=h.DEFAULT_K_RETRIEVAL, step=1, label="Top k")
                 rt_btn = gr.Button("Retrieve", variant="primary")
                 rt_img = _image("Query (blue) and its top matches: green right person, red wrong")
@@ -268,8 +271,7 @@ def build_app(state: ExplorerState) -> gr.Blocks:
                 with gr.Row():
                     dc_picture = gr.Number(value=0, precision=0, minimum=0,
                                            label=f"Picture: index into {n_query}")
-                    dc_upload = gr.File(label="…or upload a picture", file_types=["image"],
-                                        type="filepath")
+                    dc_upload = _upload("…or upload a picture")
                 dc_btn = gr.Button("Decompose", variant="primary")
                 dc_img = _image("Input · noise · regenerated · error")
                 dc_info = gr.Markdown()
@@ -279,9 +281,9 @@ def build_app(state: ExplorerState) -> gr.Blocks:
                                   open=False):
                     with gr.Row():
                         sp_a = gr.Number(value=0, precision=0, minimum=0, label="Picture A: index")
-                        sp_a_up = gr.File(label="…or upload A", file_types=["image"], type="filepath")
+                        sp_a_up = _upload("…or upload A")
                         sp_b = gr.Number(value=1, precision=0, minimum=0, label="Picture B: index")
-                        sp_b_up = gr.File(label="…or upload B", file_types=["image"], type="filepath")
+                        sp_b_up = _upload("…or upload B")
                     sp_btn = gr.Button("Swap", variant="primary")
                     sp_img = _image("A · B · GEN(noise A, identity B) · GEN(noise B, identity A)")
                     sp_info = gr.Markdown()
@@ -361,7 +363,7 @@ def main(checkpoint: str | os.PathLike | None = None, data: str | os.PathLike | 
               f"starting on http://{host}:{port}", flush=True)
     demo.explorer_state = state  # for tests and notebooks
     demo.launch(server_name=host, server_port=port, prevent_thread_lock=prevent_thread_lock,
-                max_file_size="10mb", css=CSS, theme=gr.themes.Soft(), quiet=quiet)
+                max_file_size=UPLOAD_MAX_BYTES, css=CSS, theme=gr.themes.Soft(), quiet=quiet)
     return demo
 
 

@@ -35,6 +35,7 @@ MAX_ROWS, MAX_NEW, MAX_NOISES = 12, 8, 12
 MAX_COORDINATES, MAX_STEPS, MAX_K = 8, 15, 30
 # Default views are sized to answer within a second on a 2-core CPU (`genreid bench`).
 SWEEP_COORDINATES = (0, 1)
+SWEEP_LIMIT = 10.0
 DEFAULT_NOISES, DEFAULT_K_NEIGHBOURS, DEFAULT_K_RETRIEVAL = 5, 5, 10
 SOURCE_MARKERS = {SOURCE_TRAIN: "o", SOURCE_PRIOR: "s", SOURCE_GALLERY: "x"}
 
@@ -74,25 +75,31 @@ def _report(progress) -> Callable[[float, str], None]:
     return lambda fraction, desc: progress(float(fraction), desc=desc)
 
 
+def shown(value, limit: int = 40) -> str:
+    """repr of a user's value, cut short: a message must stay readable whatever was sent."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _int(value, name: str, lo: int, hi: int) -> int:
     try:
         v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, not {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must be a number, not {shown(value)}") from None
     if not np.isfinite(v) or v != int(v):
-        raise ValueError(f"{name} must be a whole number, not {value!r}")
-    if not lo <= int(v) <= hi:
-        raise ValueError(f"{name} must be within {lo}..{hi}; got {int(v)}")
+        raise ValueError(f"{name} must be a whole number, not {shown(value)}")
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be within {lo}..{hi}; got {v:.6g}")
     return int(v)
 
 
 def _float(value, name: str) -> float:
     try:
         v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, not {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must be a number, not {shown(value)}") from None
     if not np.isfinite(v):
-        raise ValueError(f"{name} must be finite, not {value!r}")
+        raise ValueError(f"{name} must be finite, not {shown(value)}")
     return v
 
 
@@ -124,6 +131,8 @@ def _split_keys(identities) -> list[str]:
         return []
     if isinstance(identities, str):
         identities = re.split(r"[,;\n]", identities)
+    elif not isinstance(identities, (list, tuple)):
+        identities = [identities]
     return [str(k).strip() for k in identities if str(k).strip()]
 
 
@@ -223,7 +232,7 @@ def _coordinates(coordinates, dim: int) -> list[int]:
         if not text:
             continue
         if not re.fullmatch(r"\d+(\.0+)?", text):
-            raise ValueError(f"coordinates are numbers 0..{dim - 1} (or z0..z{dim - 1}); got {c!r}")
+            raise ValueError(f"coordinates are numbers 0..{dim - 1} (or z0..z{dim - 1}); got {shown(c)}")
         c = int(float(text))
         if not 0 <= c < dim:
             raise ValueError(f"coordinates are 0..{dim - 1}; got {c}")
@@ -247,6 +256,9 @@ def sweep(state: ExplorerState, identity: str | None = None, coordinates: list |
     key, vector = state.resolve(default_identity(state) if identity is None else identity)
     coords = _coordinates(coordinates, state.dim)
     low, high = _float(low, "low"), _float(high, "high")
+    if max(abs(low), abs(high)) > SWEEP_LIMIT:
+        raise ValueError(f"the range must stay within ±{SWEEP_LIMIT:g} (identity coordinates are "
+                         f"of the order of 0.1); got {low:g} to {high:g}")
     if low == high:
         raise ValueError("the range is empty: low and high are equal")
     steps = _int(steps, "steps", 2, MAX_STEPS)
@@ -357,8 +369,8 @@ def neighbors(state: ExplorerState, identity: str | None = None, k: int = DEFAUL
 def _map(state: ExplorerState, method: str, colour_by: str, selected: str | None, report=None,
          compute: bool = True):
     points = state.points()
-    coords, note = state.projection(method, points, report, compute)
-    kind, values = state.colour_values(points, colour_by)
+    coords, note = state.projection(str(method or "PCA"), points, report, compute)
+    kind, values = state.colour_values(points, str(colour_by or "source"))
     if kind == "categorical":
         cats = list(dict.fromkeys(values))
         colours = np.array([render.PALETTE[cats.index(v) % len(render.PALETTE)] for v in values],

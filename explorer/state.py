@@ -38,6 +38,10 @@ PRIOR_SEED = 0  # the prior samples shown as "prior i"
 PORTRAIT_SEED = 1501  # the fixed noise of generated portraits
 QUERY_SEED, GALLERY_SEED = 101, 102  # noises of the generated query and gallery
 SOURCE_TRAIN, SOURCE_PRIOR, SOURCE_GALLERY = "training identity", "prior sample", "gallery (encoded)"
+# Uploads: Gradio refuses files over UPLOAD_MAX_BYTES; pictures over UPLOAD_MAX_PIXELS are
+# refused from their header (a 30000x30000 PNG of a few kB would need 2.7 GB decoded).
+UPLOAD_MAX_BYTES, UPLOAD_MAX_PIXELS = 10_000_000, 25_000_000
+UPLOAD_LIMITS = "JPEG, PNG, WebP, BMP, TIFF or GIF; at most 10 MB and 25 megapixels"
 CHUNK = 8  # pictures per model-thread call (progress granularity; other users interleave between)
 CACHE_VERSION = "1"
 
@@ -322,7 +326,7 @@ class ExplorerState:
         or 'gallery 12' (the encoded gallery picture)."""
         m = self._KEY.match(str(key))
         if m is None:
-            raise ValueError(f"unknown identity {key!r}: use 'pid 2' (a training person id), "
+            raise ValueError(f"unknown identity {repr(key)[:40]}: use 'pid 2' (a training person id), "
                              "'row 0' (an identity-table row), 'prior 3' (a prior sample) or "
                              "'gallery 12' (an encoded gallery picture)")
         kind, n = (m.group(1) or "pid").lower(), int(m.group(2))
@@ -581,7 +585,10 @@ class ExplorerState:
         file, or the query picture at index."""
         if upload:
             name = os.path.basename(str(upload))
-            img = load_image(upload, self.size)
+            try:
+                img = load_image(upload, self.size, UPLOAD_MAX_PIXELS)
+            except DataError as e:  # name the file as the user knows it, not the server's path
+                raise DataError(str(e).replace(str(upload), name)) from None
             label = camid = None
             if self.real_data:
                 try:
@@ -656,7 +663,7 @@ class ExplorerState:
                 coords = task.wait(report)
             note = "UMAP of the identity space (15 neighbours, min_dist 0.1, seed 0)"
         else:
-            raise ValueError(f"projection method must be 'PCA' or 'UMAP', not {method!r}")
+            raise ValueError(f"projection method must be 'PCA' or 'UMAP', not {repr(method)[:40]}")
         self._projections[key] = (np.asarray(coords, np.float64), note)
         return self._projections[key]
 
@@ -677,7 +684,7 @@ class ExplorerState:
         m = re.fullmatch(r"z(\d+)", by)
         if m and int(m.group(1)) < self.dim:
             return "continuous", points.vectors[:, int(m.group(1))]
-        raise ValueError(f"cannot colour by {by!r}")
+        raise ValueError(f"cannot colour by {repr(by)[:40]}")
 
     def colour_choices(self) -> list[str]:
         return (["source", "camera", "identity norm", "nearest-identity distance"]

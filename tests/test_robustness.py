@@ -1,0 +1,239 @@
+"""Hostile input: any upload, any parameter, and requests that try to reach the file system.
+
+Every case ends in a correct result or a short gr.Error (the message a user reads), never
+another exception; the server keeps serving afterwards.
+"""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from explorer import handlers as h
+from explorer.latency import PANELS
+from explorer.state import UPLOAD_MAX_PIXELS, ExplorerState, load_state
+
+
+@pytest.fixture(scope="module")
+def bare(explorer_model_set) -> ExplorerState:
+    return load_state(explorer_model_set.full, None, "cpu", cache_dir=explorer_model_set.cache,
+                      background=False, num_prior=12, generated_identities=3,
+                      generated_per_identity=2)
+
+
+def person(size=(64, 32), seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height (a decompression bomb's shape)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def write(tmp_path: Path, name: str, make) -> str:
+    path = tmp_path / name
+    data = make()
+    if isinstance(data, Image.Image):
+        kwargs = {"transparency": 0} if name.startswith("palette-transparent") else {}
+        data.save(path, **kwargs)
+    else:
+        path.write_bytes(data)
+    return str(path)
+
+
+def jpeg_bytes(img: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", **kw)
+    return buf.getvalue()
+
+
+def exif_rotated() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise on display
+    return jpeg_bytes(person((32, 64)), exif=exif)  # stored lying down, shown upright
+
+
+GOOD = {  # decoded into a correct result
+    "grayscale.png": lambda: person().convert("L"),
+    "deep16.png": lambda: Image.fromarray(
+        np.random.default_rng(1).integers(0, 65535, (64, 32)).astype(np.uint16)),
+    "rgba.png": lambda: person().convert("RGBA"),
+    "palette.png": lambda: person().convert("P"),
+    "palette-transparent.png": lambda: person().convert("P"),
+    "cmyk.jpg": lambda: person().convert("CMYK"),
+    "bilevel.png": lambda: person().convert("1"),
+    "one-pixel.png": lambda: person((1, 1)),
+    "wide.png": lambda: person((10, 300)),
+    "exif-rotated.jpg": exif_rotated,
+    "webp.webp": lambda: person(),
+    "gif.gif": lambda: person().convert("P"),
+}
+BAD = {  # refused with a clear message
+    "not-an-image.jpg": lambda: b"this is plain text, not a picture",
+    "empty.png": lambda: b"",
+    "truncated.jpg": lambda: jpeg_bytes(person((256, 128)))[:600],
+    "bomb.png": lambda: png_claiming(30000, 30000),
+    "just-over.png": lambda: png_claiming(UPLOAD_MAX_PIXELS // 1000 + 1, 1000),
+    "html.png": lambda: b"<html><script>alert(1)</script></html>",
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOOD))
+def test_unusual_but_valid_uploads_decompose(bare, tmp_path, name):
+    strip, _, info, files = h.decompose(bare, write(tmp_path, name, GOOD[name]))
+    assert strip.dtype == np.uint8 and strip.ndim == 3
+    assert name in info and len(files) == 1
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+@pytest.mark.parametrize("panel", ["decompose", "retrieve", "swap"])
+def test_broken_uploads_get_a_short_message(bare, tmp_path, name, panel):
+    path = write(tmp_path, name, BAD[name])
+    with pytest.raises(gr.Error) as e:
+        getattr(h, panel)(bare, path)
+    message = str(e.value)
+    assert name in message and len(message) < 300 and "Traceback" not in message
+    assert "/tmp" not in message  # the server's paths stay private
+    if name in ("bomb.png", "just-over.png"):
+        assert "pixels" in message
+
+
+def test_exif_rotation_is_applied(bare, tmp_path):
+    upright = bare.picture(0, write(tmp_path, "exif-rotated.jpg", exif_rotated))[0]
+    assert upright.shape == (*bare.size, 3)
+
+
+def test_a_missing_upload_file_is_a_message(bare, tmp_path):
+    with pytest.raises(gr.Error, match="cannot read"):
+        h.decompose(bare, str(tmp_path / "gone.jpg"))
+
+
+# ----------------------------------------------------------------------------- parameters
+anything = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
+                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+                     st.lists(st.integers(-5, 100), max_size=4))
+SLOW = settings(max_examples=25, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def survives(call) -> None:
+    """A result, or a gr.Error: nothing else may escape a panel."""
+    try:
+        call()
+    except gr.Error as e:
+        assert len(str(e)) < 300
+
+
+@SLOW
+@given(identities=anything, new=anything, noises=anything, seed=anything)
+def test_generate_any_parameters(bare, identities, new, noises, seed):
+    survives(lambda: h.generate(bare, identities, new, noises, seed))
+
+
+@SLOW
+@given(coordinates=anything, low=anything, high=anything, steps=anything)
+def test_sweep_any_parameters(bare, coordinates, low, high, steps):
+    survives(lambda: h.sweep(bare, None, coordinates, low, high, steps))
+
+
+@SLOW
+@given(identity=anything, k=anything)
+def test_neighbors_any_parameters(bare, identity, k):
+    survives(lambda: h.neighbors(bare, identity, k))
+
+
+@SLOW
+@given(query=anything, k=anything)
+def test_retrieve_any_parameters(bare, query, k):
+    survives(lambda: h.retrieve(bare, None, query, k))
+
+
+@SLOW
+@given(method=anything, colour=anything, selected=anything)
+def test_projection_any_parameters(bare, method, colour, selected):
+    survives(lambda: h.projection(bare, method, colour, selected))
+
+
+@SLOW
+@given(a=anything, b=anything, steps=anything, seed=anything)
+def test_interpolate_any_parameters(bare, a, b, steps, seed):
+    survives(lambda: h.interpolate(bare, a, b, steps, seed))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"low": float("nan")}, "finite"),
+    ({"low": -1e30}, "within"),
+    ({"steps": 10**9}, "steps"),
+    ({"coordinates": [10**6]}, "coordinates"),
+])
+def test_sweep_absurd_values_are_named(bare, kwargs, message):
+    with pytest.raises(gr.Error, match=message):
+        h.sweep(bare, **kwargs)
+
+
+def test_identity_row_out_of_range_is_named(bare):
+    with pytest.raises(gr.Error, match="row"):
+        h.generate(bare, ["row 99999"])
+    with pytest.raises(gr.Error, match="k must be within"):
+        h.neighbors(bare, None, 10**6)
+
+
+# ----------------------------------------------------------------------------- exposure
+def _call_raw(url: str, endpoint: str, data: list) -> str:
+    """POST a request as any HTTP client could, and return the event stream's text."""
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(f"{url}gradio_api/call/{endpoint}",
+                                 data=json.dumps({"data": data}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    event = json.loads(urllib.request.urlopen(req, timeout=30).read())["event_id"]
+    return urllib.request.urlopen(f"{url}gradio_api/call/{endpoint}/{event}", timeout=60).read().decode()
+
+
+def test_a_request_cannot_name_a_server_file(explorer_model_set, tmp_path):
+    from conftest import running_explorer
+
+    secret = tmp_path / "secret.png"
+    person().save(secret)
+    with running_explorer(explorer_model_set, tmp_path / "cache", data=False) as app:
+        assert app.url.startswith("http://127.0.0.1:")  # loopback unless --host says otherwise
+        for path in (str(secret), "/etc/hostname", "../../../../etc/hostname"):
+            stream = _call_raw(app.url, "decompose",
+                               [{"path": path, "meta": {"_type": "gradio.FileData"}}, 0])
+            assert "event: error" in stream and "secret" not in stream.split("event: error")[0]
+        # ...and the server still serves everyone else
+        stream = _call_raw(app.url, "neighbors", [None, 5])
+        assert "event: complete" in stream
+
+
+# ----------------------------------------------------------------------------- load
+def test_load_test_serves_every_panel_without_failure(explorer_model_set, capsys, tmp_path,
+                                                      monkeypatch):
+    """A short, bounded run of the load test command (the full one is 16 clients x 60 s); six
+    clients start on six different panels."""
+    import json
+
+    from core.cli import main
+
+    monkeypatch.setenv("GENREID_EXPLORER_CACHE", str(tmp_path / "cache"))
+    assert main(["loadtest", "--checkpoint", str(explorer_model_set.full), "--clients", "6",
+                 "--seconds", "6", "--json", "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["failed"] == 0 and report["calls"] >= 6
+    assert set(report["panels"]) == set(PANELS)
+    assert report["peak_rss_mb"] > 0 and report["p95_s"] >= report["p50_s"] > 0
