@@ -49,16 +49,17 @@ class GeneratorConfig:
 
 @dataclass
 class PreviewConfig:
-    """A smaller generator distilled from the full one, for interactive previews.
+    """The fast path for interactive previews: the same identities and noises, fewer FLOPs.
 
-    It learns the full generator's guided prediction eps(id) + w (eps(id) - eps(0)) in one pass,
-    so a preview costs one pass of a one-block-per-level U-Net per step instead of two passes
-    of the full one. Same identity space, same noise, same sampler: a preview is the full
-    picture's approximation, never a different picture.
+    A model set previews with its distilled preview network when it has one (trained by
+    `genreid train preview`: the full generator's guided prediction eps(id) + w (eps(id) -
+    eps(0)) learned by a one-block-per-level U-Net, one pass per step), and otherwise with the
+    full generator sampled in `steps` instead of the schedule's steps.
     """
 
+    steps: int = 4  # sampling steps of a preview drawn by the full generator
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(block_depth=1))
-    # The full generator's guidance the preview was distilled with (set by training).
+    # The full generator's guidance the preview network was distilled with (set by training).
     distilled_guidance: float = 0.0
 
 
@@ -117,6 +118,8 @@ class ModelSetConfig:
             raise ValueError(f"identity dimensions disagree (generator, prior, img2id): {ids}")
         if not 0.0 <= self.generator.guidance <= 20.0:
             raise ValueError(f"generator.guidance must be within [0, 20], not {self.generator.guidance}")
+        if not 1 <= self.preview.steps <= 1000:
+            raise ValueError(f"preview.steps must be within 1..1000, not {self.preview.steps}")
         if self.generator.id_init not in ("uniform", "pca"):
             raise ValueError(f"generator.id_init must be 'uniform' or 'pca', "
                              f"not {self.generator.id_init!r}")

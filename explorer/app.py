@@ -141,9 +141,8 @@ def _files(label: str = "Downloads") -> gr.File:
 
 
 def _preview_box(state: ExplorerState) -> gr.Checkbox:
-    has = state.has("preview")
-    return gr.Checkbox(value=has, interactive=has, label="Fast preview",
-                       info="distilled network, ~4x faster" if has else "no preview network in this set")
+    return gr.Checkbox(value=True, label="Fast preview",
+                       info=f"{state.model.preview_description()}; untick for full quality")
 
 
 def build_app(state: ExplorerState) -> gr.Blocks:

@@ -157,10 +157,10 @@ def default_new_identities(state: ExplorerState) -> int:
 
 def network_note(state: ExplorerState, preview: bool) -> str:
     """Which network drew the pictures (said under every generated picture)."""
-    if preview and state.has("preview"):
-        return ("*Fast preview* (the distilled network, about 4x faster); untick it for the full "
-                "generator.")
-    return "Full generator" + ("." if state.has("preview") else " (this model set has no preview network).")
+    if preview:
+        return (f"*Fast preview*: {state.model.preview_description()}; untick it for the full "
+                f"generator ({state.model.config.schedule.steps} steps).")
+    return f"Full generator ({state.model.config.schedule.steps} sampling steps)."
 
 
 # ----------------------------------------------------------------------------- 1. generation

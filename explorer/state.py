@@ -377,9 +377,8 @@ class ExplorerState:
     # ----------------------------------------------------------------- generation
     def generate(self, identities: np.ndarray, noises: np.ndarray, report: Report | None = None,
                  desc: str = "generating", preview: bool = False) -> np.ndarray:
-        """GEN(identities, noises) in chunks, reporting progress, holding the model lock per chunk.
-        preview=True uses the distilled preview network when the set has one."""
-        preview = preview and self.has("preview")
+        """GEN(identities, noises) in chunks on the model thread, reporting progress.
+        preview=True takes the model's fast path (GenReID.generate)."""
         identities = np.asarray(identities, np.float32)
         noises = np.asarray(noises, np.float32)
         report = report or _quiet

@@ -80,11 +80,16 @@ def test_preview_generates_deterministic_pictures_of_the_same_shape(models):
     assert grid.shape[:2] == (2, 3)
 
 
-def test_a_set_without_preview_says_how_to_train_it(explorer_model_set):
+def test_without_a_preview_network_the_preview_is_the_generator_in_fewer_steps(explorer_model_set):
     model = GenReID.load(explorer_model_set.generator_only, device="cpu")
     assert not model.has("preview")
+    steps = model.config.preview.steps
+    assert 1 <= steps < model.config.schedule.steps and str(steps) in model.preview_description()
+    ids, z = model.table_identities([0, 1]), model.noise(2, seed=0)
+    assert np.array_equal(model.generate(ids, z, preview=True), model.generate(ids, z, steps=steps))
+    assert not np.array_equal(model.generate(ids, z, preview=True), model.generate(ids, z))
     with pytest.raises(CheckpointError, match="genreid train preview"):
-        model.generate(model.table_identities([0]), model.noise(1, seed=0), preview=True)
+        model._net("preview")
 
 
 def test_preview_starts_from_the_generator_weights_where_shapes_agree():
