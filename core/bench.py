@@ -14,6 +14,7 @@ import functools
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -157,6 +158,37 @@ def model_benchmark(model: GenReID, batches=(1, 8, 64), min_seconds: float = 1.0
             "encoding": encoding}
 
 
+def quality_report(model: GenReID, side_by_side: str | None = None,
+                   log: Callable[[str], None] = print) -> list[dict]:
+    """The quality cost of each fast path against the full generator at the schedule's steps:
+    the generator in fewer steps (2 .. steps-1 of a few), and the preview network if any."""
+    from PIL import Image
+
+    from .diagnostics import fast_path_quality
+    from .images import image_grid
+
+    full_steps = model.config.schedule.steps
+    paths = [(False, s) for s in sorted({2, 3, 4, 5, 6, model.config.preview.steps}) if s < full_steps]
+    if model.has("preview"):
+        paths.append((True, None))
+    rows, pictures = [], []
+    for preview, steps in paths:
+        r = fast_path_quality(model, steps=steps, preview=preview)
+        full, fast = r.pop("grids")
+        rows.append(r)
+        log(f"  {'preview network' if preview else f'generator, {steps} steps'}: picture gap "
+            f"{r['picture_gap']:.4f}, identity mAP {r.get('map_fast', float('nan')):.3f} "
+            f"(full: {r.get('map_full', float('nan')):.3f})")
+        if preview or steps == model.config.preview.steps:
+            pictures = [full, fast]
+    if side_by_side and pictures:
+        grids = [image_grid(g[:8].reshape(-1, *g.shape[2:]), min(8, len(g))) for g in pictures]
+        gap = np.full((grids[0].shape[0], 8, 3), 255, np.uint8)
+        Image.fromarray(np.concatenate([grids[0], gap, grids[1]], 1)).save(side_by_side)
+        log(f"  wrote {side_by_side}: full (left) and the explorer's fast preview (right)")
+    return rows
+
+
 def machine_description(device: torch.device) -> dict:
     import os
     import platform
@@ -204,6 +236,13 @@ def format_bench(result: dict) -> str:
         e = result["encoding"]
         lines.append(f"Img2ID encoding (batch 64): naive {e['naive_img_s']:.1f} img/s, optimised "
                      f"{e['optimized_img_s']:.1f} img/s ({e['gflop_per_image']:.2f} GFLOP each)")
+    if "quality" in result:
+        lines.append("")
+        lines.append(f"{'fast path':<22} | {'picture gap':>11} | {'identity mAP':>12} | {'full mAP':>8}")
+        for r in result["quality"]:
+            name = "preview network" if r["preview"] else f"generator, {r['steps']} steps"
+            lines.append(f"{name:<22} | {r['picture_gap']:11.4f} | {r.get('map_fast', float('nan')):12.3f} | "
+                         f"{r.get('map_full', float('nan')):8.3f}")
     if "panels" in result:
         lines.append("")
         lines.append(f"{'panel':<11} | {'p50 s':>6} | {'p95 s':>6} | {'calls':>5}")

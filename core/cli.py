@@ -162,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calls", type=int, default=20, help="timed calls per panel (default 20)")
     p.add_argument("--min-seconds", type=float, default=1.0,
                    help="shortest timed round of each throughput measurement (default 1)")
+    p.add_argument("--quality", action="store_true",
+                   help="also the quality cost of the fast paths (picture gap, identity mAP)")
+    p.add_argument("--side-by-side", default=None,
+                   help="with --quality: write full vs fast pictures to this PNG")
     p.add_argument("--skip-model", action="store_true", help="only the panels' latency")
     p.add_argument("--skip-panels", action="store_true", help="only the model-level figures")
     p.add_argument("--device", default="auto")
@@ -306,6 +310,11 @@ def run_bench(args) -> None:
     if not args.skip_model:
         model = GenReID.load(args.checkpoint, device=args.device)
         result.update(model_benchmark(model, batches, args.min_seconds, log))
+    if args.quality:
+        from .bench import quality_report
+
+        model = GenReID.load(args.checkpoint, device=args.device)
+        result["quality"] = quality_report(model, args.side_by_side, log)
     if not args.skip_panels:
         from explorer.latency import panel_latencies, running_app
 

@@ -200,3 +200,28 @@ def test_bench_command_json_with_panels(explorer_model_set, capsys, tmp_path, mo
 def test_bench_rejects_bad_batches(capsys):
     assert main(["bench", "--batches", "1,x", "--skip-panels"]) == 2
     assert "--batches" in capsys.readouterr().err
+
+
+def test_quality_report_measures_each_fast_path(models, tmp_path):
+    _, model = models
+    out = tmp_path / "side.png"
+    rows = bench.quality_report(model, str(out), log=lambda _: None)
+    steps = [r["steps"] for r in rows if not r["preview"]]
+    assert steps == sorted(steps) and max(steps) < model.config.schedule.steps
+    assert rows[-1]["preview"]  # the set has a preview network: measured last
+    for r in rows:
+        assert 0 <= r["picture_gap"] <= 1 and 0 <= r["map_fast"] <= 1 and 0 <= r["map_full"] <= 1
+    from PIL import Image
+    assert Image.open(out).size[0] > 2 * model.image_size[1]
+    assert "picture gap" in bench.format_bench({"quality": rows})
+
+
+def test_generated_retrieval_map_extremes():
+    from core.diagnostics import generated_retrieval_map
+
+    labels = np.array([0, 0, 1, 1])
+    apart = np.array([[0.0], [0.1], [5.0], [5.1]])
+    assert generated_retrieval_map(apart, labels) == 1.0
+    mixed = np.array([[0.0], [5.0], [0.1], [5.1]])  # each picture nearest to the other person
+    # by hand: the true match comes 2nd, 2nd, 3rd and 2nd -> APs 1/2, 1/2, 1/3, 1/2
+    assert generated_retrieval_map(mixed, labels) == pytest.approx((0.5 * 3 + 1 / 3) / 4)
