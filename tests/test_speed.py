@@ -223,5 +223,5 @@ def test_generated_retrieval_map_extremes():
     apart = np.array([[0.0], [0.1], [5.0], [5.1]])
     assert generated_retrieval_map(apart, labels) == 1.0
     mixed = np.array([[0.0], [5.0], [0.1], [5.1]])  # each picture nearest to the other person
-    # by hand: the true match comes 2nd, 2nd, 3rd and 2nd -> APs 1/2, 1/2, 1/3, 1/2
-    assert generated_retrieval_map(mixed, labels) == pytest.approx((0.5 * 3 + 1 / 3) / 4)
+    # by hand: the true match comes 2nd, 3rd, 3rd and 2nd -> APs 1/2, 1/3, 1/3, 1/2
+    assert generated_retrieval_map(mixed, labels) == pytest.approx((0.5 + 1 / 3) / 2)
