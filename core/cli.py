@@ -129,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip", action="store_true", help="average features with the mirrored image")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="inference precision (auto: bf16 where the hardware has it)")
 
     p = sub.add_parser("sample", help="write a grid: identities (rows) x noises (columns)")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
@@ -241,9 +243,10 @@ def run_eval(args) -> None:
     from .api import GenReID
     from .evaluate import evaluate, format_table
 
-    model = GenReID.load(args.checkpoint, device=args.device)
+    model = GenReID.load(args.checkpoint, device=args.device, precision=args.precision)
     result = evaluate(model, args.data, batch_size=args.batch_size, flip=args.flip,
                       features_out=args.features)
+    result["precision"] = model.precision
     print(json.dumps(result) if args.json else format_table(result))
 
 
