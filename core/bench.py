@@ -3,7 +3,7 @@
 What one picture costs and what the machine can give: the float32 (and bfloat16) matmul peak,
 the FLOPs of a whole 10-step sampling, and generation and encoding throughput for a naive
 eager float32 run and for the optimised path the API uses (bfloat16 where native,
-channels-last, the guidance's two passes batched, and the distilled preview network).
+channels-last, the guidance's two passes batched), and for the explorer's fast preview.
 Each rate is the best of repeated timed runs after a warm-up, so one-off costs do not count.
 """
 
@@ -77,7 +77,8 @@ def naive_network(net: torch.nn.Module) -> torch.nn.Module:
 
 def generation_rates(model: GenReID, batches=(1, 8, 64), min_seconds: float = 1.0,
                      log: Callable[[str], None] = print) -> dict[str, dict[int, float]]:
-    """Images/s of 10-step generation per batch size: naive, optimised, and preview."""
+    """Images/s of generation per batch size: naive and optimised (both the full sampler), and
+    the explorer's fast preview."""
     g = torch.Generator().manual_seed(0)
     full = model.networks["generator"]
     naive = naive_network(full)
@@ -88,10 +89,9 @@ def generation_rates(model: GenReID, batches=(1, 8, 64), min_seconds: float = 1.
         generate(naive, identity, noise, model.config.schedule)
 
     paths = {"naive": (plain, "naive float32"),
-             "optimized": (model.generate, f"optimised ({model.precision})")}
-    if model.has("preview"):
-        paths["preview"] = (functools.partial(model.generate, preview=True),
-                            f"preview ({model.precision})")
+             "optimized": (model.generate, f"optimised ({model.precision})"),
+             "preview": (functools.partial(model.generate, preview=True),
+                         f"fast preview ({model.preview_description()})")}
     rates: dict[str, dict[int, float]] = {name: {} for name in paths}
     for b in batches:
         rows = torch.randint(model.num_identities, (b,), generator=g)
@@ -140,16 +140,17 @@ def model_benchmark(model: GenReID, batches=(1, 8, 64), min_seconds: float = 1.0
         row = {"naive_img_s": rates["naive"][b], "optimized_img_s": rates["optimized"][b],
                "naive_peak_fraction": rates["naive"][b] * gflop / peak32,
                "optimized_peak_fraction": rates["optimized"][b] * gflop / peak_opt}
-        if b in rates["preview"]:
-            row["preview_img_s"] = rates["preview"][b]
+        row["preview_img_s"] = rates["preview"][b]
         by_batch[str(b)] = row
     top = str(max(batches))
     generation = {**by_batch[top], "batch": int(top), "gflop_per_image": gflop,
                   "peak_gflops": peak32, "peak_gflops_bf16": peak16,
                   "precision": model.precision, "steps": model.config.schedule.steps,
                   "guidance": model.config.generator.guidance, "by_batch": by_batch}
-    if model.has("preview"):
-        generation["preview_gflop_per_image"] = sampling_gflop(model, "preview")
+    generation["preview"] = model.preview_description()
+    generation["preview_gflop_per_image"] = (
+        sampling_gflop(model, "preview") if model.has("preview")
+        else gflop * model.config.preview.steps / model.config.schedule.steps)
     log("encoding ...")
     encoding = encoding_rates(model, min_seconds=min_seconds)
     log(f"  Img2ID: naive {encoding['naive_img_s']:.1f}, optimised "
@@ -220,8 +221,7 @@ def format_bench(result: dict) -> str:
                      f"{g['peak_gflops_bf16']:.1f} GFLOP/s")
         lines.append(f"one picture ({g['steps']} steps, guidance {g['guidance']:g}): "
                      f"{g['gflop_per_image']:.1f} GFLOP"
-                     + (f"; preview network {g['preview_gflop_per_image']:.1f} GFLOP"
-                        if "preview_gflop_per_image" in g else ""))
+                     + f"; fast preview ({g['preview']}) {g['preview_gflop_per_image']:.1f} GFLOP")
         lines.append("")
         lines.append(f"{'batch':>5} | {'naive fp32 img/s':>16} | {'% peak':>6} | "
                      f"{'optimised img/s':>15} | {'% peak':>6} | {'preview img/s':>13}")

@@ -34,9 +34,9 @@ from .state import SOURCE_GALLERY, SOURCE_PRIOR, SOURCE_TRAIN, ExplorerState, No
 MAX_ROWS, MAX_NEW, MAX_NOISES = 12, 8, 12
 MAX_COORDINATES, MAX_STEPS, MAX_K = 8, 15, 30
 # Default views are sized to answer within a second on a 2-core CPU (`genreid bench`).
-SWEEP_COORDINATES = (0, 1)
+SWEEP_COORDINATES = (0,)
 SWEEP_LIMIT = 10.0
-DEFAULT_NOISES, DEFAULT_K_NEIGHBOURS, DEFAULT_K_RETRIEVAL = 5, 5, 10
+DEFAULT_NOISES, DEFAULT_K_NEIGHBOURS, DEFAULT_K_RETRIEVAL = 4, 5, 10
 SOURCE_MARKERS = {SOURCE_TRAIN: "o", SOURCE_PRIOR: "s", SOURCE_GALLERY: "x"}
 
 
@@ -148,7 +148,7 @@ def default_second_identity(state: ExplorerState) -> str:
 
 
 def default_identities(state: ExplorerState) -> list[str]:
-    return state.train_keys[:3]
+    return state.train_keys[:2]
 
 
 def default_new_identities(state: ExplorerState) -> int:

@@ -93,12 +93,13 @@ class Requests:
         return handle_file(str(path))
 
     def generate(self) -> dict:
-        # the default view's size (3 + 1 rows x 5 noises), other identities and seeds
-        return {"identities": [self._key() for _ in range(3)], "new_identities": 1, "noises": 5,
+        # the default view's size (2 + 1 rows x 4 noises), other identities and seeds
+        return {"identities": [self._key() for _ in range(2)], "new_identities": 1, "noises": 4,
                 "noise_seed": self._seed(), "prior_seed": self._seed()}
 
     def sweep(self) -> dict:
-        coords = sorted(self.rng.choice(self.state.dim, 2, replace=False).tolist())
+        # the default view's size (one coordinate, 7 steps), another coordinate each time
+        coords = [int(self.rng.integers(self.state.dim))]
         return {"identity": self._key(), "coordinates": coords, "noise_seed": self._seed()}
 
     def neighbors(self) -> dict:

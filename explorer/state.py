@@ -42,8 +42,10 @@ SOURCE_TRAIN, SOURCE_PRIOR, SOURCE_GALLERY = "training identity", "prior sample"
 # refused from their header (a 30000x30000 PNG of a few kB would need 2.7 GB decoded).
 UPLOAD_MAX_BYTES, UPLOAD_MAX_PIXELS = 10_000_000, 25_000_000
 UPLOAD_LIMITS = "JPEG, PNG, WebP, BMP, TIFF or GIF; at most 10 MB and 25 megapixels"
-CHUNK = 8  # pictures per model-thread call (progress granularity; other users interleave between)
-CACHE_VERSION = "1"
+# Pictures per model-thread call: progress granularity, and other users' calls interleave
+# between chunks. Batches of 32 generate ~1.6x faster than batches of 8 here (genreid bench).
+CHUNK = 32
+CACHE_VERSION = "2"  # 2: portraits drawn by the fast preview
 
 Report = Callable[[float, str], None]  # report(fraction in [0, 1], description)
 
@@ -427,8 +429,10 @@ class ExplorerState:
         if todo:
             self.require("generator")
             vectors = np.stack([self.resolve(k)[1] for k in todo])
+            # The fast preview: a thumbnail-sized portrait of every identity at first start costs
+            # a third of the full sampler's CPU, and looks the same at that size.
             images = self.generate(vectors, np.repeat(self.portrait_noise, len(todo), 0), report,
-                                   "portraits")
+                                   "portraits", preview=True)
             for k, img in zip(todo, images, strict=True):
                 self._portraits[k] = out[k] = img
         return [out[k] for k in keys]
