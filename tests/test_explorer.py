@@ -177,10 +177,12 @@ def test_neighbors_are_the_nearest_identities(bare):
     assert f"min {p.min():.3f}" in stats and f"max {p.max():.3f}" in stats
     f = files_by_name(files)
     np.testing.assert_allclose(np.load(f["pairwise_distances.npy"]), bare.distances, atol=1e-6)
-    # Portraits are generated once with the fixed noise, then memoised.
+    # Portraits are generated once by the fast preview with the fixed noise, then memoised
+    # (generated in a batch: bf16 kernels may differ by a level or two from a batch of one).
     portrait = bare.portrait_ready("pid 2")
-    expected = bare.model.generate(bare.table[:1], bare.portrait_noise)[0]
-    np.testing.assert_array_equal(portrait, expected)
+    expected = bare.model.generate(bare.table[:1], bare.portrait_noise, preview=True)[0]
+    assert np.abs(portrait.astype(int) - expected).max() <= 3
+    assert bare.portrait_ready("pid 2") is portrait
     # A prior sample's neighbours are all the training identities.
     _, table, *_ = h.neighbors(bare, "prior 0", 2)
     assert len(table) == 2
