@@ -3,11 +3,14 @@
 A model set is a folder that explains itself:
     config.json           ModelSetConfig (architecture, image size, normalisation, schedule)
     identities.json       the person id of each row of the identity table
-    generator.safetensors prior.safetensors img2id.safetensors img2noise.safetensors
-                          (a part over 8 MiB is split: generator-00001-of-00003.safetensors, ...)
+    generator-<tag>.safetensors, prior-<tag>.safetensors, img2id-..., img2noise-..., preview-...
+                          half-precision weights; <tag> is the start of their SHA-256, and a
+                          part over 8 MiB is split: img2id-<tag>-00001-of-00002.safetensors
+                          (sets written before tags, e.g. generator.safetensors, still load)
     manifest.json         SHA-256 of every file above, checked at load
-Weights are stored in half precision. Every file is written atomically (temporary file,
-then rename) and the manifest last, so an interrupted write never leaves a broken set.
+The manifest is the commit point: new weights go to new file names, then the manifest is
+replaced in one atomic rename, then files it no longer lists are deleted. A write killed at
+any moment leaves the previous set (old manifest, old files) or the new one, never a mix.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -52,17 +56,43 @@ def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             for k, v in state.items()}
 
 
+def _weight_part(name: str) -> str | None:
+    """The part a weight file name belongs to (any layout), or None."""
+    m = _WEIGHT_NAME.fullmatch(name)
+    return m.group(1) if m else None
+
+
+_WEIGHT_NAME = re.compile(r"(" + "|".join(PARTS) + r")(?:-[0-9a-f]{8})?(?:-\d{5}-of-\d{5})?\.safetensors")
+
+
+def read_manifest(folder: str | Path) -> dict[str, str] | None:
+    try:
+        return json.loads((Path(folder) / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 class ModelSetWriter:
-    """Writes parts of a model set; `commit()` refreshes the manifest."""
+    """Writes parts of a model set; `commit()` makes them the set, in one atomic step."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
+        self.written: dict[str, list[str]] = {}
+
+    def _json(self, name: str, data: Any) -> None:
+        text = json.dumps(data, indent=2) + "\n"
+        path = self.folder / name
+        # Unchanged files are not rewritten: a re-export then touches only new weight files
+        # and the manifest, so no moment of it leaves a file the manifest does not vouch for.
+        if not (path.is_file() and path.read_text() == text):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda p: p.write_text(text))
 
     def config(self, config: ModelSetConfig) -> None:
-        write_json(self.folder / "config.json", config.to_dict())
+        self._json("config.json", config.to_dict())
 
     def identities(self, pids: list[int], source: str) -> None:
-        write_json(self.folder / "identities.json", {"pids": [int(p) for p in pids], "source": source})
+        self._json("identities.json", {"pids": [int(p) for p in pids], "source": source})
 
     def weights(self, part: str, module: torch.nn.Module) -> None:
         if part not in PARTS:
@@ -70,6 +100,7 @@ class ModelSetWriter:
         state = _half(module.state_dict())
         shards: list[dict[str, torch.Tensor]] = [{}]
         size = 0
+        digest = hashlib.sha256()
         for name, tensor in state.items():
             nbytes = tensor.numel() * tensor.element_size()
             if shards[-1] and size + nbytes > SHARD_BYTES:
@@ -77,19 +108,34 @@ class ModelSetWriter:
                 size = 0
             shards[-1][name] = tensor
             size += nbytes
+            digest.update(name.encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        tag = digest.hexdigest()[:8]
         n = len(shards)
-        names = [f"{part}.safetensors"] if n == 1 else \
-            [f"{part}-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        names = [f"{part}-{tag}.safetensors"] if n == 1 else \
+            [f"{part}-{tag}-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        self.folder.mkdir(parents=True, exist_ok=True)
         for name, shard in zip(names, shards):
-            atomic_write(self.folder / name, lambda p, shard=shard: save_file(shard, str(p)))
-        for stale in set(part_files(self.folder, part, any_layout=True)) - set(names):
-            (self.folder / stale).unlink()
+            if not (self.folder / name).is_file():  # same tag, same content: already there
+                atomic_write(self.folder / name, lambda p, shard=shard: save_file(shard, str(p)))
+        self.written[part] = names
 
     def commit(self) -> None:
-        files = sorted(p.name for p in self.folder.iterdir()
-                       if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
-                       and (p.suffix in (".safetensors", ".json")))
+        """Replace the manifest (the commit point), then delete weight files it no longer lists."""
+        current = read_manifest(self.folder) or {}
+        live = {name for name in current if _weight_part(name)}
+        if not current:  # no manifest yet: whatever weights the folder holds are the set's
+            live = {p.name for p in self.folder.glob("*.safetensors") if _weight_part(p.name)}
+        for part, names in self.written.items():
+            live = {n for n in live if _weight_part(n) != part} | set(names)
+        live = {n for n in live if (self.folder / n).is_file()}  # a part deleted by hand is gone
+        files = sorted(live | {n for n in ("config.json", "identities.json")
+                               if (self.folder / n).is_file()})
         write_json(self.folder / MANIFEST, {name: sha256(self.folder / name) for name in files})
+        for path in self.folder.glob("*.safetensors"):
+            if _weight_part(path.name) and path.name not in live:
+                path.unlink()
+        self.written = {}
 
 
 def verify(folder: str | Path) -> dict[str, str]:
@@ -128,12 +174,13 @@ def read_identities(folder: str | Path) -> list[int]:
         raise CheckpointError(f"cannot read {path}: {e}") from None
 
 
-def part_files(folder: str | Path, part: str, any_layout: bool = False) -> list[str]:
-    """File names holding a part: `part.safetensors`, or its shards in order."""
+def part_files(folder: str | Path, part: str) -> list[str]:
+    """File names holding a part, in shard order: those the manifest lists (else, for a folder
+    without one, those present)."""
     folder = Path(folder)
-    shards = sorted(p.name for p in folder.glob(f"{part}-*-of-*.safetensors"))
-    single = [f"{part}.safetensors"] if (folder / f"{part}.safetensors").is_file() else []
-    return single + shards if any_layout else (single or shards)
+    manifest = read_manifest(folder)
+    names = manifest.keys() if manifest else (p.name for p in folder.glob("*.safetensors"))
+    return sorted(n for n in names if _weight_part(n) == part)
 
 
 def has_part(folder: str | Path, part: str) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -711,9 +712,10 @@ def _write_set(folder: Path, config: ModelSetConfig | None = None) -> ModelSetCo
 def test_model_set_writer_manifest_and_verify(tmp_path):
     _write_set(tmp_path)
     manifest = ckpt.verify(tmp_path)
-    assert set(manifest) == {"config.json", "identities.json", "generator.safetensors",
-                             "prior.safetensors"}
-    assert manifest["generator.safetensors"] == ckpt.sha256(tmp_path / "generator.safetensors")
+    (gen,), (prior,) = ckpt.part_files(tmp_path, "generator"), ckpt.part_files(tmp_path, "prior")
+    assert re.fullmatch(r"generator-[0-9a-f]{8}\.safetensors", gen)
+    assert set(manifest) == {"config.json", "identities.json", gen, prior}
+    assert manifest[gen] == ckpt.sha256(tmp_path / gen)
     assert ckpt.read_identities(tmp_path) == [2, 5, 7, 11]
     assert ckpt.read_config(tmp_path) == tiny_set_config()
     assert ckpt.has_part(tmp_path, "prior") and not ckpt.has_part(tmp_path, "img2id")
@@ -722,7 +724,7 @@ def test_model_set_writer_manifest_and_verify(tmp_path):
 
 def test_model_set_weights_are_float16_and_load_back_as_float32(tmp_path):
     config = _write_set(tmp_path)
-    state = load_file(str(tmp_path / "generator.safetensors"))
+    state = load_file(str(tmp_path / ckpt.part_files(tmp_path, "generator")[0]))
     floats = [v for v in state.values() if v.is_floating_point()]
     assert floats and all(v.dtype == torch.float16 for v in floats)
     assert state["denoiser.down.levels.0.0.norm.num_batches_tracked"].dtype == torch.int64
@@ -743,19 +745,20 @@ def test_unknown_part_is_refused(tmp_path):
 
 def test_verify_detects_a_modified_byte(tmp_path):
     _write_set(tmp_path)
-    path = tmp_path / "generator.safetensors"
+    path = tmp_path / ckpt.part_files(tmp_path, "generator")[0]
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
     path.write_bytes(bytes(data))
     with pytest.raises(ckpt.CheckpointError, match="SHA-256") as info:
         ckpt.verify(tmp_path)
-    assert "generator.safetensors" in str(info.value)
+    assert path.name in str(info.value)
 
 
 def test_verify_detects_a_missing_file_and_missing_manifest(tmp_path):
     _write_set(tmp_path)
-    (tmp_path / "prior.safetensors").unlink()
-    with pytest.raises(ckpt.CheckpointError, match="prior.safetensors"):
+    (prior,) = ckpt.part_files(tmp_path, "prior")
+    (tmp_path / prior).unlink()
+    with pytest.raises(ckpt.CheckpointError, match=prior):
         ckpt.verify(tmp_path)
     (tmp_path / "manifest.json").unlink()
     with pytest.raises(ckpt.CheckpointError, match="manifest"):
@@ -778,7 +781,7 @@ def test_load_weights_wrong_architecture_or_missing_part(tmp_path):
 
 def test_load_weights_unreadable_file(tmp_path):
     config = _write_set(tmp_path)
-    (tmp_path / "generator.safetensors").write_bytes(b"garbage")
+    (tmp_path / ckpt.part_files(tmp_path, "generator")[0]).write_bytes(b"garbage")
     with pytest.raises(ckpt.CheckpointError, match="cannot read"):
         ckpt.load_weights(tmp_path, "generator", Generator(config.generator))
 
@@ -790,7 +793,7 @@ def test_large_parts_are_sharded_and_load_back(tmp_path, monkeypatch):
     writer.weights("img2id", net)
     writer.commit()
     names = ckpt.part_files(tmp_path, "img2id")
-    assert len(names) == 3 and names[0] == "img2id-00001-of-00003.safetensors"
+    assert len(names) == 3 and re.fullmatch(r"img2id-[0-9a-f]{8}-00001-of-00003\.safetensors", names[0])
     assert set(names) <= set(ckpt.verify(tmp_path))
     copy = ckpt.load_weights(tmp_path, "img2id", torch.nn.Sequential(
         torch.nn.Linear(64, 64), torch.nn.Linear(64, 64), torch.nn.Linear(64, 8)))
@@ -800,8 +803,51 @@ def test_large_parts_are_sharded_and_load_back(tmp_path, monkeypatch):
     monkeypatch.setattr(ckpt, "SHARD_BYTES", 1 << 30)
     writer.weights("img2id", net)
     writer.commit()
-    assert ckpt.part_files(tmp_path, "img2id", any_layout=True) == ["img2id.safetensors"]
-    assert "img2id-00001-of-00003.safetensors" not in ckpt.verify(tmp_path)
+    (single,) = ckpt.part_files(tmp_path, "img2id")
+    assert single.startswith("img2id-") and single.count("-") == 1
+    assert sorted(p.name for p in tmp_path.glob("img2id*")) == [single]
+    assert not set(names) & set(ckpt.verify(tmp_path))
+
+
+def test_a_set_written_before_tags_still_loads(tmp_path):
+    """checkpoints/default was written as generator-00001-of-00003.safetensors etc."""
+    config = _write_set(tmp_path)
+    (old,) = ckpt.part_files(tmp_path, "generator")
+    (tmp_path / old).rename(tmp_path / "generator.safetensors")
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["generator.safetensors"] = manifest.pop(old)
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    assert ckpt.part_files(tmp_path, "generator") == ["generator.safetensors"]
+    ckpt.load_weights(tmp_path, "generator", Generator(config.generator))
+    # re-exported, the part moves to the tagged layout and the old file goes
+    w = ckpt.ModelSetWriter(tmp_path)
+    w.weights("generator", Generator(config.generator))
+    w.commit()
+    assert not (tmp_path / "generator.safetensors").exists() and ckpt.verify(tmp_path)
+
+
+@pytest.mark.parametrize("kill_at", ["weights", "manifest"])
+def test_a_write_killed_at_any_moment_leaves_a_whole_set(tmp_path, monkeypatch, kill_at):
+    """Kill the re-export of a part just before its last file lands or just before the manifest:
+    the set still verifies and loads the weights it had (the new ones are not half there)."""
+    config = _write_set(tmp_path)
+    before = ckpt.load_weights(tmp_path, "generator", Generator(config.generator)).state_dict()
+    new = Generator(config.generator)
+    perturb_(new, seed=7)
+    real = ckpt.atomic_write
+
+    def dies(path, write):
+        if (kill_at == "manifest") == (Path(path).name == "manifest.json"):
+            raise KeyboardInterrupt  # the process is killed here
+        return real(path, write)
+    monkeypatch.setattr(ckpt, "atomic_write", dies)
+    with pytest.raises(KeyboardInterrupt):
+        w = ckpt.ModelSetWriter(tmp_path)
+        w.weights("generator", new)
+        w.commit()
+    ckpt.verify(tmp_path)
+    after = ckpt.load_weights(tmp_path, "generator", Generator(config.generator)).state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_ema_warm_up_follows_the_live_weights_early():

@@ -111,8 +111,10 @@ def pictures(trained) -> np.ndarray:
 
 def test_model_set_folder_holds_every_file(trained):
     names = {p.name for p in trained.set.iterdir()}
+    weights = {part: ckpt.part_files(trained.set, part) for part in PARTS}
+    assert all(len(files) == 1 for files in weights.values())
     assert names == {"config.json", "identities.json", "manifest.json",
-                     *(f"{p}.safetensors" for p in PARTS)}
+                     *(files[0] for files in weights.values())}
     manifest = ckpt.verify(trained.set)
     assert set(manifest) == names - {"manifest.json"}
     config = ckpt.read_config(trained.set)
@@ -124,7 +126,7 @@ def test_model_set_folder_holds_every_file(trained):
     identities = json.loads((trained.set / "identities.json").read_text())
     assert identities["pids"] == sorted(TRAIN_PIDS)
     for part in PARTS:
-        state = load_file(str(trained.set / f"{part}.safetensors"))
+        state = load_file(str(trained.set / weights[part][0]))
         assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
 
 
@@ -157,13 +159,13 @@ def test_generator_resume_continues_instead_of_restarting(trained, tmp_path, cap
     out, work = tmp_path / "set", tmp_path / "work"
     shutil.copytree(trained.set, out)
     shutil.copytree(trained.work("generator"), work)
-    before = ckpt.sha256(out / "generator.safetensors")
+    before = ckpt.sha256(out / ckpt.part_files(out, "generator")[0])
 
     # The same --steps again: nothing more to do.
     assert cli(*generator_args(trained.train, out, work, trained.config, steps=4)) == 0
     assert "already trained for 4 steps" in capsys.readouterr().out
     assert log_steps(work) == [2, 4]
-    assert ckpt.sha256(out / "generator.safetensors") == before
+    assert ckpt.sha256(out / ckpt.part_files(out, "generator")[0]) == before
     ckpt.verify(out)
 
     # More steps: resumes at 4, logs only 6.
@@ -172,7 +174,7 @@ def test_generator_resume_continues_instead_of_restarting(trained, tmp_path, cap
     assert log_steps(work) == [2, 4, 6]
     assert json.loads((work / "latest.json").read_text())["step"] == 6
     assert sorted(p.name for p in work.glob("step-*")) == ["step-00000004", "step-00000006"]
-    assert ckpt.sha256(out / "generator.safetensors") != before
+    assert ckpt.sha256(out / ckpt.part_files(out, "generator")[0]) != before
     ckpt.verify(out)  # the manifest was refreshed with the new generator
     GenReID.load(out, device="cpu")  # the other parts still fit
 
@@ -463,18 +465,18 @@ def test_sample_with_bad_rows_is_a_clean_error(trained, tmp_path, capsys):
 def test_corrupted_weights_make_load_fail(trained, tmp_path):
     folder = tmp_path / "set"
     shutil.copytree(trained.set, folder)
-    path = folder / "img2id.safetensors"
+    path = folder / ckpt.part_files(folder, "img2id")[0]
     data = bytearray(path.read_bytes())
     data[-5] ^= 0xFF
     path.write_bytes(bytes(data))
-    with pytest.raises(ckpt.CheckpointError, match="img2id.safetensors"):
+    with pytest.raises(ckpt.CheckpointError, match=path.name):
         GenReID.load(folder, device="cpu")
 
 
 def test_missing_part_is_absent_then_named(trained, tmp_path):
     folder = tmp_path / "set"
     shutil.copytree(trained.set, folder)
-    (folder / "img2noise.safetensors").unlink()
+    (folder / ckpt.part_files(folder, "img2noise")[0]).unlink()
     ckpt.ModelSetWriter(folder).commit()
     partial = GenReID.load(folder, device="cpu")
     assert partial.has("img2id") and not partial.has("img2noise")
