@@ -8,9 +8,10 @@ A model set is a folder that explains itself:
                           part over 8 MiB is split: img2id-<tag>-00001-of-00002.safetensors
                           (sets written before tags, e.g. generator.safetensors, still load)
     manifest.json         SHA-256 of every file above, checked at load
-The manifest is the commit point: new weights go to new file names, then the manifest is
-replaced in one atomic rename, then files it no longer lists are deleted. A write killed at
-any moment leaves the previous set (old manifest, old files) or the new one, never a mix.
+The manifest is the commit point: new weights go to new file names and a changed JSON file
+to <name>.new, then the manifest is replaced in one atomic rename, then the .new files are
+moved into place and files it no longer lists are deleted. A write killed at any moment
+leaves the previous set or the new one (verify() finishes a committed move), never a mix.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from .files import atomic_write
 
 PARTS = ("generator", "preview", "prior", "img2id", "img2noise")
 MANIFEST = "manifest.json"
+STAGED = ".new"  # suffix of a changed JSON file written but not yet committed
 # Files stay under the Hub's 10 MiB limit for plain git (and the GPU machine's 16 MiB).
 SHARD_BYTES = 8 * 1024 * 1024
 
@@ -78,15 +80,20 @@ class ModelSetWriter:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.written: dict[str, list[str]] = {}
+        self.staged: list[str] = []  # changed JSON files waiting as <name>.new
 
     def _json(self, name: str, data: Any) -> None:
         text = json.dumps(data, indent=2) + "\n"
         path = self.folder / name
-        # Unchanged files are not rewritten: a re-export then touches only new weight files
-        # and the manifest, so no moment of it leaves a file the manifest does not vouch for.
-        if not (path.is_file() and path.read_text() == text):
-            self.folder.mkdir(parents=True, exist_ok=True)
+        if path.is_file() and path.read_text() == text:
+            return  # unchanged files are not rewritten
+        if read_manifest(self.folder) is None:  # a new set: nothing to protect yet
             atomic_write(path, lambda p: p.write_text(text))
+            return
+        # A changed file of an existing set waits beside it until the manifest commits it
+        # (verify() rolls a committed <name>.new forward if a kill came in between).
+        atomic_write(self.folder / f"{name}{STAGED}", lambda p: p.write_text(text))
+        self.staged.append(name)
 
     def config(self, config: ModelSetConfig) -> None:
         self._json("config.json", config.to_dict())
@@ -131,11 +138,16 @@ class ModelSetWriter:
         live = {n for n in live if (self.folder / n).is_file()}  # a part deleted by hand is gone
         files = sorted(live | {n for n in ("config.json", "identities.json")
                                if (self.folder / n).is_file()})
-        write_json(self.folder / MANIFEST, {name: sha256(self.folder / name) for name in files})
+
+        def current_file(name: str) -> Path:
+            return self.folder / (f"{name}{STAGED}" if name in self.staged else name)
+        write_json(self.folder / MANIFEST, {name: sha256(current_file(name)) for name in files})
+        for name in self.staged:  # committed: move them into place
+            os.replace(current_file(name), self.folder / name)
         for path in self.folder.glob("*.safetensors"):
             if _weight_part(path.name) and path.name not in live:
                 path.unlink()
-        self.written = {}
+        self.written, self.staged = {}, []
 
 
 def verify(folder: str | Path) -> dict[str, str]:
@@ -151,6 +163,10 @@ def verify(folder: str | Path) -> dict[str, str]:
         raise CheckpointError(f"{folder / MANIFEST} is not valid JSON ({e})") from None
     for name, digest in manifest.items():
         path = folder / name
+        staged = folder / f"{name}{STAGED}"
+        if staged.is_file() and sha256(staged) == digest and \
+                not (path.is_file() and sha256(path) == digest):
+            os.replace(staged, path)  # committed before a kill, not yet moved: roll forward
         if not path.is_file():
             raise CheckpointError(f"{path} is listed in the manifest but missing")
         if sha256(path) != digest:

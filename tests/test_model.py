@@ -890,3 +890,37 @@ def test_identity_guidance_extrapolates_away_from_the_null_identity():
     cfg.generator.guidance = -1.0
     with pytest.raises(ValueError, match="guidance"):
         cfg.validate()
+
+
+@pytest.mark.parametrize("kill_at", ["manifest", "move"])
+def test_a_changed_config_is_committed_with_the_manifest(tmp_path, monkeypatch, kill_at):
+    """A re-export that changes config.json, killed before the manifest (the old set stays) or
+    after it, before the new config is moved into place (verify rolls it forward)."""
+    config = _write_set(tmp_path)
+    changed = tiny_set_config()
+    changed.generator.guidance = 2.5
+    real_write, real_replace = ckpt.atomic_write, ckpt.os.replace
+
+    def write(path, fn):
+        if kill_at == "manifest" and Path(path).name == "manifest.json":
+            raise KeyboardInterrupt
+        return real_write(path, fn)
+
+    def replace(src, dst):
+        if kill_at == "move" and str(src).endswith(ckpt.STAGED):
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+    monkeypatch.setattr(ckpt, "atomic_write", write)
+    monkeypatch.setattr(ckpt.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        w = ckpt.ModelSetWriter(tmp_path)
+        w.config(changed)
+        w.commit()
+    monkeypatch.undo()
+    ckpt.verify(tmp_path)
+    assert ckpt.read_config(tmp_path) == (config if kill_at == "manifest" else changed)
+    # and a later export goes through normally
+    w = ckpt.ModelSetWriter(tmp_path)
+    w.config(changed)
+    w.commit()
+    assert ckpt.read_config(tmp_path) == changed and ckpt.verify(tmp_path)
