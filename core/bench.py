@@ -137,11 +137,10 @@ def model_benchmark(model: GenReID, batches=(1, 8, 64), min_seconds: float = 1.0
     peak_opt = peak16 if model.precision == "bf16" else peak32
     by_batch = {}
     for b in batches:
-        row = {"naive_img_s": rates["naive"][b], "optimized_img_s": rates["optimized"][b],
-               "naive_peak_fraction": rates["naive"][b] * gflop / peak32,
-               "optimized_peak_fraction": rates["optimized"][b] * gflop / peak_opt}
-        row["preview_img_s"] = rates["preview"][b]
-        by_batch[str(b)] = row
+        by_batch[str(b)] = {"naive_img_s": rates["naive"][b], "optimized_img_s": rates["optimized"][b],
+                            "naive_peak_fraction": rates["naive"][b] * gflop / peak32,
+                            "optimized_peak_fraction": rates["optimized"][b] * gflop / peak_opt,
+                            "preview_img_s": rates["preview"][b]}
     top = str(max(batches))
     generation = {**by_batch[top], "batch": int(top), "gflop_per_image": gflop,
                   "peak_gflops": peak32, "peak_gflops_bf16": peak16,
@@ -157,6 +156,11 @@ def model_benchmark(model: GenReID, batches=(1, 8, 64), min_seconds: float = 1.0
         f"{encoding['optimized_img_s']:.1f} images/s")
     return {"machine": machine_description(model.device), "generation": generation,
             "encoding": encoding}
+
+
+def fast_path_name(row: dict) -> str:
+    """How a quality_report row names its path."""
+    return "preview network" if row["preview"] else f"generator, {row['steps']} steps"
 
 
 def quality_report(model: GenReID, side_by_side: str | None = None,
@@ -177,7 +181,7 @@ def quality_report(model: GenReID, side_by_side: str | None = None,
         r = fast_path_quality(model, steps=steps, preview=preview)
         full, fast = r.pop("grids")
         rows.append(r)
-        log(f"  {'preview network' if preview else f'generator, {steps} steps'}: picture gap "
+        log(f"  {fast_path_name(r)}: picture gap "
             f"{r['picture_gap']:.4f}, identity mAP {r.get('map_fast', float('nan')):.3f} "
             f"(full: {r.get('map_full', float('nan')):.3f})")
         if preview or steps == model.config.preview.steps:
@@ -226,10 +230,9 @@ def format_bench(result: dict) -> str:
         lines.append(f"{'batch':>5} | {'naive fp32 img/s':>16} | {'% peak':>6} | "
                      f"{'optimised img/s':>15} | {'% peak':>6} | {'preview img/s':>13}")
         for b, row in g["by_batch"].items():
-            preview = f"{row['preview_img_s']:13.2f}" if "preview_img_s" in row else f"{'-':>13}"
             lines.append(f"{b:>5} | {row['naive_img_s']:16.2f} | {100 * row['naive_peak_fraction']:5.1f}% | "
                          f"{row['optimized_img_s']:15.2f} | {100 * row['optimized_peak_fraction']:5.1f}% | "
-                         f"{preview}")
+                         f"{row['preview_img_s']:13.2f}")
         lines.append(f"(optimised: {g['precision']}, channels-last, guidance passes batched; "
                      "% peak of the matching precision's matmul peak)")
     if "encoding" in result:
@@ -240,9 +243,8 @@ def format_bench(result: dict) -> str:
         lines.append("")
         lines.append(f"{'fast path':<22} | {'picture gap':>11} | {'identity mAP':>12} | {'full mAP':>8}")
         for r in result["quality"]:
-            name = "preview network" if r["preview"] else f"generator, {r['steps']} steps"
-            lines.append(f"{name:<22} | {r['picture_gap']:11.4f} | {r.get('map_fast', float('nan')):12.3f} | "
-                         f"{r.get('map_full', float('nan')):8.3f}")
+            lines.append(f"{fast_path_name(r):<22} | {r['picture_gap']:11.4f} | "
+                         f"{r.get('map_fast', float('nan')):12.3f} | {r.get('map_full', float('nan')):8.3f}")
     if "panels" in result:
         lines.append("")
         lines.append(f"{'panel':<11} | {'p50 s':>6} | {'p95 s':>6} | {'calls':>5}")

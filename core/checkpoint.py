@@ -121,7 +121,6 @@ class ModelSetWriter:
         n = len(shards)
         names = [f"{part}-{tag}.safetensors"] if n == 1 else \
             [f"{part}-{tag}-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
-        self.folder.mkdir(parents=True, exist_ok=True)
         for name, shard in zip(names, shards):
             if not (self.folder / name).is_file():  # same tag, same content: already there
                 atomic_write(self.folder / name, lambda p, shard=shard: save_file(shard, str(p)))

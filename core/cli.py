@@ -298,9 +298,25 @@ def run_sample(args) -> None:
     print(f"wrote {args.out}: {len(identities)} identities x {args.noises} noises")
 
 
+def _log(args):
+    """Progress lines: to stderr with --json, so stdout holds only the JSON."""
+    return (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
+
+
+@contextlib.contextmanager
+def _explorer_on_loopback(args):
+    """(url, app) of the explorer started for a measurement; Gradio's own stdout lines (e.g.
+    when closing) go to stderr with --json."""
+    from explorer.latency import running_app
+
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout), \
+            running_app(args.checkpoint, args.data, args.device) as (url, app):
+        yield url, app
+
+
 def run_bench(args) -> None:
     from .api import GenReID
-    from .bench import format_bench, model_benchmark
+    from .bench import format_bench, model_benchmark, quality_report
 
     try:
         batches = [int(b) for b in args.batches.split(",")]
@@ -308,36 +324,30 @@ def run_bench(args) -> None:
         raise ValueError(f"--batches must be comma-separated integers, not {args.batches!r}") from None
     if not batches or min(batches) < 1 or args.calls < 1:
         raise ValueError("--batches and --calls must be positive")
-    log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
+    log = _log(args)
     result = {}
-    if not args.skip_model:
+    if not args.skip_model or args.quality:
         model = GenReID.load(args.checkpoint, device=args.device)
-        result.update(model_benchmark(model, batches, args.min_seconds, log))
-    if args.quality:
-        from .bench import quality_report
-
-        model = GenReID.load(args.checkpoint, device=args.device)
-        result["quality"] = quality_report(model, args.side_by_side, log)
+        if not args.skip_model:
+            result.update(model_benchmark(model, batches, args.min_seconds, log))
+        if args.quality:
+            result["quality"] = quality_report(model, args.side_by_side, log)
     if not args.skip_panels:
-        from explorer.latency import panel_latencies, running_app
+        from explorer.latency import panel_latencies
 
         log("explorer panels (through gradio_client) ...")
-        # Gradio prints to stdout (e.g. when closing); with --json stdout holds only the JSON.
-        with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout), \
-                running_app(args.checkpoint, args.data, args.device) as (url, app):
+        with _explorer_on_loopback(args) as (url, app):
             result["panels"] = panel_latencies(url, app.explorer_state, args.calls, log=log)
     print(json.dumps(result) if args.json else format_bench(result))
 
 
 def run_loadtest(args) -> int:
-    from explorer.latency import running_app
     from explorer.loadtest import format_report, load_test
 
     if args.clients < 1 or not 0 < args.seconds <= 3600:
         raise ValueError("--clients must be >= 1 and --seconds within (0, 3600]")
-    log = (lambda line: print(line, file=sys.stderr, flush=True)) if args.json else print
-    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout), \
-            running_app(args.checkpoint, args.data, args.device) as (url, app):
+    log = _log(args)
+    with _explorer_on_loopback(args) as (url, app):
         report = load_test(url, app.explorer_state, args.clients, args.seconds, log=log)
     print(json.dumps(report) if args.json else format_report(report))
     return 1 if report["failed"] else 0

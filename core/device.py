@@ -18,10 +18,14 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-def autocast(device: torch.device, precision: str):
-    """bf16 autocast on CUDA and on CPUs (twice as fast on AVX-512 BF16), unless fp32 is asked."""
+def _check_precision(precision: str) -> None:
     if precision not in ("auto", "fp32", "bf16"):
         raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast on CUDA and on CPUs (twice as fast on AVX-512 BF16), unless fp32 is asked."""
+    _check_precision(precision)
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision != "fp32")
 
 
@@ -35,8 +39,7 @@ def bf16_is_native(device: torch.device) -> bool:
 
 def inference_precision(device: torch.device, precision: str = "auto") -> str:
     """"bf16" or "fp32" for inference: auto picks bf16 only where it is native."""
-    if precision not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
+    _check_precision(precision)
     if precision == "auto":
         return "bf16" if bf16_is_native(device) else "fp32"
     return precision

@@ -370,6 +370,11 @@ class ModelSetTrainer(Trainer):
             ckpt.atomic_write(path, lambda p: save_file(bank, str(p)))
         self.bank = {k: v.to(self.device) for k, v in bank.items()}
 
+    @torch.no_grad()
+    def prior_identities(self, n: int) -> torch.Tensor:
+        """n new identities drawn from the frozen prior."""
+        return sample_prior(self.prior, self.randn(n, self.config.prior.id_dim), self.config.schedule)
+
     def generated(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """n images GEN(id, z) with id from the prior and z Gaussian: (images, ids, z)."""
         if getattr(self, "bank", None) is not None:
@@ -378,8 +383,7 @@ class ModelSetTrainer(Trainer):
             return (x.contiguous(memory_format=torch.channels_last), identity,
                     z.contiguous(memory_format=torch.channels_last))
         with torch.no_grad():
-            identity = sample_prior(self.prior, self.randn(n, self.config.prior.id_dim),
-                                    self.config.schedule)
+            identity = self.prior_identities(n)
             z = self.randn(n, 3, *self.config.image_size).contiguous(memory_format=torch.channels_last)
             x = self.normalizer.clip(generate(self.generator, identity, z, self.config.schedule))
         return x.contiguous(memory_format=torch.channels_last), identity.float(), z
@@ -565,9 +569,7 @@ class PreviewTrainer(ModelSetTrainer):
                              generator=self.rng).to(self.device)
         identity = [self.table()[rows]]
         if self.n_prior:
-            with torch.no_grad():
-                identity.append(sample_prior(self.prior, self.randn(self.n_prior, self.config.prior.id_dim),
-                                             self.config.schedule).float())
+            identity.append(self.prior_identities(self.n_prior).float())
         identity = torch.cat(identity)
         z = self.randn(n, 3, *self.config.image_size).contiguous(memory_format=torch.channels_last)
         x_t, variance, target = self.trajectories(identity, z)

@@ -29,7 +29,7 @@ from core.data import DataError
 from core.metrics import average_precision, euclidean_distances
 
 from . import figures, render
-from .state import SOURCE_GALLERY, SOURCE_PRIOR, SOURCE_TRAIN, ExplorerState, NotReady
+from .state import SOURCE_GALLERY, SOURCE_PRIOR, SOURCE_TRAIN, ExplorerState, NotReady, shown
 
 MAX_ROWS, MAX_NEW, MAX_NOISES = 12, 8, 12
 MAX_COORDINATES, MAX_STEPS, MAX_K = 8, 15, 30
@@ -73,12 +73,6 @@ def _report(progress) -> Callable[[float, str], None]:
     if progress is None:
         return lambda fraction, desc: None
     return lambda fraction, desc: progress(float(fraction), desc=desc)
-
-
-def shown(value, limit: int = 40) -> str:
-    """repr of a user's value, cut short: a message must stay readable whatever was sent."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _int(value, name: str, lo: int, hi: int) -> int:

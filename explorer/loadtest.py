@@ -16,8 +16,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-import numpy as np
-
 from .latency import PANELS, Requests, call, percentiles
 
 
@@ -71,11 +69,10 @@ def load_test(url: str, state, clients: int = 16, seconds: float = 60.0, seed: i
         t.join()
     wall = time.perf_counter() - start
     everything = [t for ts in times.values() for t in ts]
+    overall = percentiles(everything) if everything else {"p50_s": None, "p95_s": None}
     report = {"clients": clients, "seconds": round(wall, 1),
               "calls": len(everything) + len(failures), "failed": len(failures),
-              "failures": failures[:20],
-              "p50_s": float(np.percentile(everything, 50)) if everything else None,
-              "p95_s": float(np.percentile(everything, 95)) if everything else None,
+              "failures": failures[:20], "p50_s": overall["p50_s"], "p95_s": overall["p95_s"],
               "peak_rss_mb": round(peak_rss_mb(), 1),
               "panels": {p: percentiles(times[p]) for p in panels if times[p]}}
     return report

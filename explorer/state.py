@@ -41,13 +41,20 @@ SOURCE_TRAIN, SOURCE_PRIOR, SOURCE_GALLERY = "training identity", "prior sample"
 # Uploads: Gradio refuses files over UPLOAD_MAX_BYTES; pictures over UPLOAD_MAX_PIXELS are
 # refused from their header (a 30000x30000 PNG of a few kB would need 2.7 GB decoded).
 UPLOAD_MAX_BYTES, UPLOAD_MAX_PIXELS = 10_000_000, 25_000_000
-UPLOAD_LIMITS = "JPEG, PNG, WebP, BMP, TIFF or GIF; at most 10 MB and 25 megapixels"
+UPLOAD_LIMITS = (f"JPEG, PNG, WebP, BMP, TIFF or GIF; at most {UPLOAD_MAX_BYTES // 10**6} MB and "
+                 f"{UPLOAD_MAX_PIXELS // 10**6} megapixels")
 # Pictures per model-thread call: progress granularity, and other users' calls interleave
 # between chunks. Batches of 32 generate ~1.6x faster than batches of 8 here (genreid bench).
 CHUNK = 32
 CACHE_VERSION = "2"  # 2: portraits drawn by the fast preview
 
 Report = Callable[[float, str], None]  # report(fraction in [0, 1], description)
+
+
+def shown(value, limit: int = 40) -> str:
+    """repr of a user's value, cut short: a message must stay readable whatever was sent."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _quiet(fraction: float, desc: str) -> None:
@@ -328,7 +335,7 @@ class ExplorerState:
         or 'gallery 12' (the encoded gallery picture)."""
         m = self._KEY.match(str(key))
         if m is None:
-            raise ValueError(f"unknown identity {repr(key)[:40]}: use 'pid 2' (a training person id), "
+            raise ValueError(f"unknown identity {shown(key)}: use 'pid 2' (a training person id), "
                              "'row 0' (an identity-table row), 'prior 3' (a prior sample) or "
                              "'gallery 12' (an encoded gallery picture)")
         kind, n = (m.group(1) or "pid").lower(), int(m.group(2))
@@ -666,7 +673,7 @@ class ExplorerState:
                 coords = task.wait(report)
             note = "UMAP of the identity space (15 neighbours, min_dist 0.1, seed 0)"
         else:
-            raise ValueError(f"projection method must be 'PCA' or 'UMAP', not {repr(method)[:40]}")
+            raise ValueError(f"projection method must be 'PCA' or 'UMAP', not {shown(method)}")
         self._projections[key] = (np.asarray(coords, np.float64), note)
         return self._projections[key]
 
@@ -687,7 +694,7 @@ class ExplorerState:
         m = re.fullmatch(r"z(\d+)", by)
         if m and int(m.group(1)) < self.dim:
             return "continuous", points.vectors[:, int(m.group(1))]
-        raise ValueError(f"cannot colour by {repr(by)[:40]}")
+        raise ValueError(f"cannot colour by {shown(by)}")
 
     def colour_choices(self) -> list[str]:
         return (["source", "camera", "identity norm", "nearest-identity distance"]

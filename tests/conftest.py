@@ -133,6 +133,16 @@ def explorer_model_set(tmp_path_factory) -> SimpleNamespace:
                            cache=root / "cache")
 
 
+@pytest.fixture(scope="module")
+def bare(explorer_model_set):
+    """An ExplorerState over the tiny set with no dataset: galleries generated from prior samples."""
+    from explorer.state import load_state
+
+    return load_state(explorer_model_set.full, None, "cpu", cache_dir=explorer_model_set.cache,
+                      background=False, num_prior=12, generated_identities=3,
+                      generated_per_identity=2)
+
+
 @contextlib.contextmanager
 def running_explorer(model_set: SimpleNamespace, cache_dir: Path, *, data: bool = True,
                      timeout: float = 60.0, **state_options) -> Iterator[SimpleNamespace]:

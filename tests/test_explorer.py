@@ -34,14 +34,6 @@ ENDPOINTS = ("generate", "sweep", "neighbors", "projection", "retrieve", "decomp
 
 
 @pytest.fixture(scope="module")
-def bare(explorer_model_set) -> ExplorerState:
-    """No dataset: galleries generated from prior samples."""
-    return load_state(explorer_model_set.full, None, "cpu", cache_dir=explorer_model_set.cache,
-                      background=False, num_prior=12, generated_identities=3,
-                      generated_per_identity=2)
-
-
-@pytest.fixture(scope="module")
 def with_data(explorer_model_set) -> ExplorerState:
     return load_state(explorer_model_set.full, explorer_model_set.market, "cpu",
                       cache_dir=explorer_model_set.cache, background=False, num_prior=12)

@@ -19,14 +19,7 @@ from PIL import Image
 
 from explorer import handlers as h
 from explorer.latency import PANELS
-from explorer.state import UPLOAD_MAX_PIXELS, ExplorerState, load_state
-
-
-@pytest.fixture(scope="module")
-def bare(explorer_model_set) -> ExplorerState:
-    return load_state(explorer_model_set.full, None, "cpu", cache_dir=explorer_model_set.cache,
-                      background=False, num_prior=12, generated_identities=3,
-                      generated_per_identity=2)
+from explorer.state import UPLOAD_MAX_PIXELS
 
 
 def person(size=(64, 32), seed=0) -> Image.Image:
