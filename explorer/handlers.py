@@ -107,7 +107,7 @@ def _save_csv(path: Path, header: list[str], rows) -> str:
 
 def _bundle(files: list[str], name: str) -> list[str]:
     """One zip of a result's files (pictures, tables, arrays), next to them. One download per
-    result: each file is a request for a notebook's gradio_client, ~70 ms apiece here."""
+    result: each file is a request for a notebook's gradio_client (50-70 ms apiece here)."""
     path = Path(files[0]).parent / f"{name}.zip"
     with zipfile.ZipFile(path, "w") as z:
         for f in files:
