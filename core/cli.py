@@ -21,7 +21,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import config
+from . import config, distributed
 
 DEFAULT_CHECKPOINT = str(config.DEFAULT_CHECKPOINT)
 
@@ -56,6 +56,9 @@ def add_train_options(p: argparse.ArgumentParser, steps: int, batch: int, lr: fl
                    help="auto = bf16 autocast (CPU and GPU); fp32 to disable")
     p.add_argument("--work-dir", default=None,
                    help="resumable state (default: runs/<checkpoint folder name>/<network>)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun on CUDA: BatchNorm statistics over the whole batch "
+                        "(SyncBatchNorm) instead of each process's shard")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,7 +218,7 @@ def run_train(args) -> None:
     opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                         warmup=args.warmup, ema_decay=args.ema_decay, seed=args.seed,
                         save_every=args.save_every, device=args.device, precision=args.precision,
-                        sample_every=getattr(args, "sample_every", 0))
+                        sample_every=getattr(args, "sample_every", 0), sync_bn=args.sync_bn)
     if args.network == "generator":
         config = ModelSetConfig.load(args.config) if args.config else None
         trainer = GeneratorTrainer(args.data, args.out, work_dir_for(args, args.out), opts, config,
@@ -243,11 +246,13 @@ def run_eval(args) -> None:
     from .api import GenReID
     from .evaluate import evaluate, format_table
 
-    model = GenReID.load(args.checkpoint, device=args.device, precision=args.precision)
+    ctx, device = distributed.setup(args.device)  # under torchrun each rank encodes a shard
+    model = GenReID.load(args.checkpoint, device=str(device), precision=args.precision)
     result = evaluate(model, args.data, batch_size=args.batch_size, flip=args.flip,
-                      features_out=args.features)
+                      features_out=args.features if ctx.main else None)
     result["precision"] = model.precision
-    print(json.dumps(result) if args.json else format_table(result))
+    if ctx.main:
+        print(json.dumps(result) if args.json else format_table(result))
 
 
 def run_diagnose(args) -> None:
@@ -387,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; the last saved checkpoint is intact (run the same command to resume)",
               file=sys.stderr)
         return 130
+    distributed.teardown()  # under torchrun: leave the process group together
     return 0
 
 

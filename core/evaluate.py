@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import distributed
 from .api import GenReID
 from .data import dataset_splits, load_split
 from .metrics import euclidean_distances, retrieval_summary
@@ -19,14 +20,23 @@ def evaluate(model: GenReID, root: str, batch_size: int = 128, flip: bool = Fals
     query = load_split(splits["query"], model.image_size)
     gallery = load_split(splits["gallery"], model.image_size)
     model.batch_size = batch_size
-    qf = model.encode(query.images, flip=flip)
-    gf = model.encode(gallery.images, flip=flip)
+    qf = encode_split(model, query.images, flip)
+    gf = encode_split(model, gallery.images, flip)
     if features_out:
         np.savez(features_out, query_features=qf, gallery_features=gf,
                  query_pids=query.pids, gallery_pids=gallery.pids,
                  query_camids=query.camids, gallery_camids=gallery.camids)
     distances = euclidean_distances(qf, gf)
     return retrieval_summary(distances, query.pids, gallery.pids, query.camids, gallery.camids)
+
+
+def encode_split(model: GenReID, images: np.ndarray, flip: bool = False) -> np.ndarray:
+    """Identity features (N, D) of many pictures, in batches; under torchrun each process
+    encodes its own contiguous part and every process receives all of them, in order."""
+    ctx = distributed.context()
+    mine = images[ctx.rows(len(images))]
+    features = model.encode(mine, flip=flip) if len(mine) else np.zeros((0, model.id_dim), np.float32)
+    return ctx.gather_rows(features)
 
 
 def format_table(result: dict) -> str:

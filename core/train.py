@@ -27,9 +27,10 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
+from . import distributed
 from .config import ModelSetConfig
 from .data import Split, load_split
-from .device import autocast, pick_device
+from .device import autocast
 from .diagnostics import identity_share
 from .images import Normalizer, channel_stats, image_grid
 from .models import Generator, IdentityPrior, Img2ID, Img2Noise
@@ -50,6 +51,9 @@ class TrainOptions:
     sample_every: int = 0  # generator only: sample a grid and log the identity share
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16
+    # Under torchrun: BatchNorm statistics over the whole batch (SyncBatchNorm, CUDA only)
+    # instead of over each rank's shard.
+    sync_bn: bool = False
 
 
 def ema_with_warmup(decay: float):
@@ -75,10 +79,13 @@ class TrainingImages:
         self.labels = torch.from_numpy(labels).to(device)
         self.normalizer = normalizer
 
-    def batch(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.take(torch.randint(len(self.images), (n,), generator=rng), rng)
+    def batch(self, n: int, rng: torch.Generator, keep=lambda rows: rows
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """n random images (with replacement); `keep` picks this process's rows of the draw."""
+        return self.take(torch.randint(len(self.images), (n,), generator=rng), rng, keep)
 
-    def pk_batch(self, p: int, k: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def pk_batch(self, p: int, k: int, rng: torch.Generator, keep=lambda rows: rows
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """p identities x k of their images (with replacement), as metric learning needs."""
         labels = self.labels.cpu()
         chosen = torch.randperm(len(self.pids), generator=rng)[:p]
@@ -86,13 +93,13 @@ class TrainingImages:
         for label in chosen.tolist():
             pool = torch.nonzero(labels == label).flatten()
             index.append(pool[torch.randint(len(pool), (k,), generator=rng)])
-        return self.take(torch.cat(index), rng)
+        return self.take(torch.cat(index), rng, keep)
 
-    def take(self, index: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        index = index.to(self.images.device)
+    def take(self, index: torch.Tensor, rng: torch.Generator, keep) -> tuple[torch.Tensor, torch.Tensor]:
+        flip = torch.rand(len(index), generator=rng) < 0.5  # drawn for the whole batch
+        index, flip = keep(index).to(self.images.device), keep(flip).to(self.images.device)
         x = self.normalizer.encode(self.images[index])
-        flip = (torch.rand(len(index), generator=rng) < 0.5).to(x.device).reshape(-1, 1, 1, 1)
-        return torch.where(flip, x.flip(3), x), self.labels[index]
+        return torch.where(flip.reshape(-1, 1, 1, 1), x.flip(3), x), self.labels[index]
 
 
 def fit_config(config: ModelSetConfig, split: Split) -> None:
@@ -107,8 +114,12 @@ class Trainer:
 
     def __init__(self, out: str | Path, work_dir: str | Path, options: TrainOptions):
         self.out, self.work_dir, self.opt = Path(out), Path(work_dir), options
-        self.device = pick_device(options.device)
-        self.rng = torch.Generator().manual_seed(options.seed)  # batches, flips, times
+        self.dist, self.device = distributed.setup(options.device)
+        if options.batch_size % self.dist.world:
+            raise ValueError(f"--batch-size {options.batch_size} does not split over "
+                             f"{self.dist.world} processes: use a multiple of {self.dist.world}")
+        # Batches, flips, times and noises; the same seed on every rank (distributed.py).
+        self.rng = torch.Generator().manual_seed(options.seed)
         torch.manual_seed(options.seed)
         self.log_path = self.work_dir / "log.jsonl"
 
@@ -136,8 +147,27 @@ class Trainer:
     def rand(self, *shape) -> torch.Tensor:
         return torch.rand(*shape, generator=self.rng).to(self.device)
 
+    def local(self, x: torch.Tensor) -> torch.Tensor:
+        """This process's rows of a tensor drawn for the whole batch (all of it when alone)."""
+        return self.dist.shard(x)
+
     def setup(self, model: torch.nn.Module) -> None:
-        self.model = model.to(self.device).to(memory_format=torch.channels_last)
+        """`self.model` is the network itself (weights, EMA, export); `self.net` is what the
+        losses call forward on: the same network, wrapped in DDP under torchrun so that
+        backward averages the gradients over ranks."""
+        model = model.to(self.device).to(memory_format=torch.channels_last)
+        if self.opt.sync_bn and self.dist.active:
+            if self.device.type != "cuda":
+                raise ValueError("--sync-bn needs CUDA (PyTorch's SyncBatchNorm is GPU-only); on "
+                                 "CPU each process normalises over its own shard of the batch")
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.net = model
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net = DistributedDataParallel(
+                model, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.ema = AveragedModel(self.model, avg_fn=ema_with_warmup(self.opt.ema_decay),
                                  use_buffers=True)
         self.ema.module.eval()
@@ -156,14 +186,19 @@ class Trainer:
             start = meta["step"]
             self.rng.set_state(rng["batch"])
             torch.set_rng_state(rng["torch"])
-            print(f"resuming {self.part} from step {start} in {self.work_dir}")
+            self.say(f"resuming {self.part} from step {start} in {self.work_dir}")
         if start >= self.opt.steps:
-            print(f"{self.part}: already trained for {start} steps (asked {self.opt.steps})")
-            self.export()
+            self.say(f"{self.part}: already trained for {start} steps (asked {self.opt.steps})")
+            if self.dist.main:
+                self.export()
             return
+        if self.dist.active:
+            self.say(f"{self.part}: {self.dist.world} processes, {self.opt.batch_size // self.dist.world} "
+                     f"of each batch of {self.opt.batch_size} per process ({self.device.type})")
         self.model.train()
         bar = tqdm(range(start, self.opt.steps), initial=start, total=self.opt.steps,
-                   desc=f"train {self.part}", dynamic_ncols=True, mininterval=2.0)
+                   desc=f"train {self.part}", dynamic_ncols=True, mininterval=2.0,
+                   disable=not self.dist.main)
         running: dict[str, float] = {}
         t0, seen = time.time(), 0
         for step in bar:
@@ -172,9 +207,10 @@ class Trainer:
                 g["lr"] = g["base_lr"] * warm
             with autocast(self.device, self.opt.precision):
                 losses = self.losses()
-            if not torch.isfinite(losses["loss"]):
+            loss = self.dist.mean(losses["loss"])  # every rank stops together
+            if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"{self.part} loss became {losses['loss'].item()} at step {step}; the last "
+                    f"{self.part} loss became {loss.item()} at step {step}; the last "
                     f"saved state in {self.work_dir} is intact: lower --lr and resume")
             self.optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
@@ -186,14 +222,21 @@ class Trainer:
             bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
             done = step + 1
             if done % self.opt.save_every == 0 or done == self.opt.steps:
-                extra = self.on_save(done)
-                self.save(done)
-                record = {"step": done, **{k: round(v, 5) for k, v in running.items()},
-                          "images_per_s": round(seen / (time.time() - t0), 1), **extra}
-                with open(self.log_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-                bar.write(json.dumps(record))
+                averaged = self.dist.mean(torch.tensor(list(running.values()), dtype=torch.float64,
+                                                       device=self.device)).tolist()
+                if self.dist.main:  # one writer; the others go on and wait at the next step
+                    extra = self.on_save(done)
+                    self.save(done)
+                    record = {"step": done, **{k: round(v, 5) for k, v in zip(running, averaged)},
+                              "images_per_s": round(seen / (time.time() - t0), 1), **extra}
+                    with open(self.log_path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    bar.write(json.dumps(record))
                 t0, seen = time.time(), 0
+
+    def say(self, line: str) -> None:
+        if self.dist.main:
+            print(line, flush=True)
 
     def save(self, step: int) -> None:
         ckpt.save_training_state(self.work_dir, step, {"model": self.model, "ema": self.ema},
@@ -227,29 +270,30 @@ class GeneratorTrainer(Trainer):
                  config: ModelSetConfig | None = None, id_lr_scale: float = 1.0,
                  guidance: float | None = None):
         super().__init__(out, work_dir, options)
-        saved = self.work_dir / "config.json"
-        if saved.is_file():  # resuming: the architecture is the one training started with
+        saved, started = self.work_dir / "config.json", self.work_dir / "identities.json"
+        resuming = saved.is_file()
+        self.dist.barrier()  # every rank has looked before rank 0 writes
+        if resuming:  # the architecture is the one training started with
             self.config = ModelSetConfig.load(saved)
         else:
             self.config = config or ModelSetConfig()
         size = tuple(self.config.image_size)
         split = load_split(data, size)
         self.source = str(data)
-        if not saved.is_file():
+        if not resuming:
             fit_config(self.config, split)
-            self.work_dir.mkdir(parents=True, exist_ok=True)
-            self.config.save(saved)
         if guidance is not None:  # sampling only: may change when resuming
             self.config.generator.guidance = guidance
             self.config.validate()
-            self.config.save(saved)
         self.normalizer = Normalizer(self.config.mean, self.config.std, self.device)
         self.data = TrainingImages(split, self.normalizer, self.device)
-        started = self.work_dir / "identities.json"
         if started.is_file() and ckpt.read_identities(self.work_dir) != self.data.pids.tolist():
             raise ValueError(f"{data} does not hold the identities the run in {self.work_dir} "
                              "started with: pass the same training split (or another --work-dir)")
-        if not started.is_file():
+        if self.dist.main and (not resuming or guidance is not None):
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.atomic_write(saved, self.config.save)
+        if self.dist.main and not started.is_file():
             ckpt.write_json(started, {"pids": self.data.pids.tolist(), "source": self.source})
         self.id_lr_scale = id_lr_scale
         generator = Generator(self.config.generator)
@@ -273,12 +317,14 @@ class GeneratorTrainer(Trainer):
         return [{"params": rest}, {"params": table, "lr_scale": self.id_lr_scale}]
 
     def losses(self):
-        x0, labels = self.data.batch(self.opt.batch_size, self.rng)  # (B, 3, H, W)
-        identity = self.model.identities(labels)  # (B, D)
-        signal, noise = diffusion_rates(self.rand(len(x0), 1, 1, 1), self.config.schedule)
-        eps = self.randn(*x0.shape).contiguous(memory_format=torch.channels_last)
+        n = self.opt.batch_size
+        x0, labels = self.data.batch(n, self.rng, self.local)  # (b, 3, H, W): this rank's rows
+        identity = self.model.identities(labels)  # (b, D)
+        t = self.local(self.rand(n, 1, 1, 1))
+        eps = self.local(self.randn(n, *x0.shape[1:])).contiguous(memory_format=torch.channels_last)
+        signal, noise = diffusion_rates(t, self.config.schedule)
         x_t = signal * x0 + noise * eps
-        eps_hat = self.model(x_t, noise**2, identity)
+        eps_hat = self.net(x_t, noise**2, identity)
         denoise = F.l1_loss(eps_hat.float(), eps)
         attraction = 0.5 * identity.float().pow(2).mean()  # pulls identities to the origin
         return {"loss": denoise + attraction, "l1": denoise}
@@ -354,39 +400,50 @@ class ModelSetTrainer(Trainer):
         """
         # Beside the networks' work folders, so img2id and img2noise share one bank.
         path = self.work_dir.parent / f"bank-{size}-seed{self.opt.seed}.safetensors"
-        if path.is_file():
-            bank = load_file(str(path))
-        else:
-            rng, self.rng = self.rng, torch.Generator().manual_seed(self.opt.seed + 1)
+        if not path.is_file() and self.dist.main:  # one rank generates it, the others wait
+            rng = torch.Generator().manual_seed(self.opt.seed + 1)
             parts: dict[str, list[torch.Tensor]] = {"images": [], "identities": [], "noises": []}
             for start in tqdm(range(0, size, 64), desc="generating the bank", dynamic_ncols=True):
-                with autocast(self.device, self.opt.precision):
-                    x, identity, z = self.generated(min(64, size - start))
+                n = min(64, size - start)
+                with autocast(self.device, self.opt.precision), torch.no_grad():
+                    identity = sample_prior(self.prior, torch.randn(n, self.config.prior.id_dim,
+                                                                    generator=rng).to(self.device),
+                                            self.config.schedule)
+                    z = torch.randn(n, 3, *self.config.image_size, generator=rng).to(self.device)
+                    x = self.generate_images(identity, z)
                 parts["images"].append(x.half().cpu())
-                parts["identities"].append(identity.cpu())
+                parts["identities"].append(identity.float().cpu())
                 parts["noises"].append(z.half().cpu())
-            self.rng = rng
             bank = {k: torch.cat(v).contiguous() for k, v in parts.items()}
             ckpt.atomic_write(path, lambda p: save_file(bank, str(p)))
-        self.bank = {k: v.to(self.device) for k, v in bank.items()}
+        self.dist.barrier()
+        self.bank = {k: v.to(self.device) for k, v in load_file(str(path)).items()}
 
     @torch.no_grad()
     def prior_identities(self, n: int) -> torch.Tensor:
-        """n new identities drawn from the frozen prior."""
-        return sample_prior(self.prior, self.randn(n, self.config.prior.id_dim), self.config.schedule)
+        """This rank's rows of n new identities drawn from the frozen prior."""
+        noise = self.local(self.randn(n, self.config.prior.id_dim))
+        return sample_prior(self.prior, noise, self.config.schedule)
+
+    @torch.no_grad()
+    def generate_images(self, identity: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        z = z.contiguous(memory_format=torch.channels_last)
+        x = self.normalizer.clip(generate(self.generator, identity, z, self.config.schedule))
+        return x.contiguous(memory_format=torch.channels_last)
 
     def generated(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """n images GEN(id, z) with id from the prior and z Gaussian: (images, ids, z)."""
+        """This rank's rows of n images GEN(id, z), id from the prior and z Gaussian (or drawn
+        from the bank): (images, ids, z)."""
         if getattr(self, "bank", None) is not None:
-            index = torch.randint(len(self.bank["images"]), (n,), generator=self.rng).to(self.device)
-            x, identity, z = (self.bank[k][index].float() for k in ("images", "identities", "noises"))
+            index = self.local(torch.randint(len(self.bank["images"]), (n,), generator=self.rng))
+            x, identity, z = (self.bank[k][index.to(self.device)].float()
+                              for k in ("images", "identities", "noises"))
             return (x.contiguous(memory_format=torch.channels_last), identity,
                     z.contiguous(memory_format=torch.channels_last))
-        with torch.no_grad():
-            identity = self.prior_identities(n)
-            z = self.randn(n, 3, *self.config.image_size).contiguous(memory_format=torch.channels_last)
-            x = self.normalizer.clip(generate(self.generator, identity, z, self.config.schedule))
-        return x.contiguous(memory_format=torch.channels_last), identity.float(), z
+        identity = self.prior_identities(n)
+        z = self.local(self.randn(n, 3, *self.config.image_size))
+        z = z.contiguous(memory_format=torch.channels_last)
+        return self.generate_images(identity, z), identity.float(), z
 
     def write(self, part: str) -> None:
         w = ckpt.ModelSetWriter(self.out)
@@ -406,11 +463,13 @@ class PriorTrainer(ModelSetTrainer):
         self.setup(prior)
 
     def losses(self):
-        index = torch.randint(len(self.vectors), (self.opt.batch_size,), generator=self.rng)
+        n = self.opt.batch_size
+        index = self.local(torch.randint(len(self.vectors), (n,), generator=self.rng))
         z0 = self.model.normalize(self.vectors[index.to(self.device)])
-        signal, noise = diffusion_rates(self.rand(len(z0), 1), self.config.schedule)
-        z_t = signal * z0 + noise * self.randn(*z0.shape)
-        loss = F.l1_loss(self.model(z_t, noise**2).float(), z0)
+        t, eps = self.local(self.rand(n, 1)), self.local(self.randn(n, z0.shape[1]))
+        signal, noise = diffusion_rates(t, self.config.schedule)
+        z_t = signal * z0 + noise * eps
+        loss = F.l1_loss(self.net(z_t, noise**2).float(), z0)
         return {"loss": loss}
 
     def export(self):
@@ -438,7 +497,7 @@ class Img2IDTrainer(ModelSetTrainer):
     def losses(self):
         xs, targets = [], []
         if self.n_real:
-            x, labels = self.real.batch(self.n_real, self.rng)
+            x, labels = self.real.batch(self.n_real, self.rng, self.local)
             xs.append(x)
             targets.append(self.table()[labels])
         if self.opt.batch_size - self.n_real:
@@ -446,7 +505,7 @@ class Img2IDTrainer(ModelSetTrainer):
             xs.append(x)
             targets.append(identity)
         x = torch.cat(xs).contiguous(memory_format=torch.channels_last)
-        loss = F.mse_loss(self.model(x).float(), torch.cat(targets))
+        loss = F.mse_loss(self.net(x).float(), torch.cat(targets))
         return {"loss": loss}
 
     def export(self):
@@ -484,7 +543,7 @@ class Img2NoiseTrainer(ModelSetTrainer):
     def losses(self):
         xs, ids = [], []
         if self.real is not None:
-            x, labels = self.real.batch(self.opt.batch_size - self.n_gen, self.rng)
+            x, labels = self.real.batch(self.opt.batch_size - self.n_gen, self.rng, self.local)
             xs.append(x)
             ids.append(self.table()[labels])
         if self.n_gen:
@@ -492,7 +551,7 @@ class Img2NoiseTrainer(ModelSetTrainer):
             xs.append(x)
             ids.append(identity)
         x = torch.cat(xs).contiguous(memory_format=torch.channels_last)
-        z = self.model(x)
+        z = self.net(x)
         out = {}
         if self.recon_weight:
             x_hat = generate(self.generator, torch.cat(ids), z, self.config.schedule)
@@ -565,17 +624,17 @@ class PreviewTrainer(ModelSetTrainer):
 
     def losses(self):
         n = self.opt.batch_size
-        rows = torch.randint(self.config.generator.num_identities, (n - self.n_prior,),
-                             generator=self.rng).to(self.device)
-        identity = [self.table()[rows]]
+        rows = self.local(torch.randint(self.config.generator.num_identities, (n - self.n_prior,),
+                                        generator=self.rng))
+        identity = [self.table()[rows.to(self.device)]]
         if self.n_prior:
             identity.append(self.prior_identities(self.n_prior).float())
         identity = torch.cat(identity)
-        z = self.randn(n, 3, *self.config.image_size).contiguous(memory_format=torch.channels_last)
-        x_t, variance, target = self.trajectories(identity, z)
-        steps = len(x_t) // n
-        prediction = self.model(x_t.contiguous(memory_format=torch.channels_last), variance,
-                                identity.repeat(steps, 1))
+        z = self.local(self.randn(n, 3, *self.config.image_size))
+        x_t, variance, target = self.trajectories(identity, z.contiguous(memory_format=torch.channels_last))
+        steps = len(x_t) // len(z)
+        prediction = self.net(x_t.contiguous(memory_format=torch.channels_last), variance,
+                              identity.repeat(steps, 1))
         return {"loss": F.l1_loss(prediction.float(), target.float())}
 
     @torch.no_grad()
@@ -608,6 +667,21 @@ def batch_hard_triplet(features: torch.Tensor, labels: torch.Tensor, margin: flo
     return F.relu(hardest_positive - hardest_negative + margin).mean()
 
 
+class BaselineNet(torch.nn.Module):
+    """Encoder -> features; a BatchNorm "neck" -> identity logits, so that classification
+    (on normalised features) and the triplet loss (on raw ones) do not fight."""
+
+    def __init__(self, encoder: Img2ID, num_classes: int):
+        super().__init__()
+        self.encoder = encoder
+        self.neck = torch.nn.BatchNorm1d(encoder.config.id_dim)
+        self.classifier = torch.nn.Linear(encoder.config.id_dim, num_classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.encoder(x).float()
+        return features, self.classifier(self.neck(features))
+
+
 class BaselineTrainer(Trainer):
     """The obvious alternative to a generative identity: the Img2ID encoder (same size, same
     input) trained on real images with identity classification plus a batch-hard triplet loss.
@@ -630,19 +704,13 @@ class BaselineTrainer(Trainer):
         self.data = TrainingImages(split, self.normalizer, self.device)
         self.instances, self.margin = instances, margin
         encoder = Img2ID(self.config.img2id, tuple(self.config.image_size))
-        model = torch.nn.ModuleDict({
-            "encoder": encoder,
-            # Classify from normalised features (a "BN neck"), so the two losses do not fight.
-            "neck": torch.nn.BatchNorm1d(self.config.img2id.id_dim),
-            "classifier": torch.nn.Linear(self.config.img2id.id_dim, len(self.data.pids), bias=False),
-        })
-        self.setup(model)
+        self.setup(BaselineNet(encoder, len(self.data.pids)))
 
     def losses(self):
         p = self.opt.batch_size // self.instances
-        x, labels = self.data.pk_batch(p, self.instances, self.rng)
-        features = self.model["encoder"](x).float()
-        logits = self.model["classifier"](self.model["neck"](features))
+        # Under torchrun each rank takes whole persons of the batch and mines its triplets there.
+        x, labels = self.data.pk_batch(p, self.instances, self.rng, self.local)
+        features, logits = self.net(x)
         ce = F.cross_entropy(logits, labels, label_smoothing=0.1)
         triplet = batch_hard_triplet(features, labels, self.margin)
         accuracy = (logits.argmax(1) == labels).float().mean()
@@ -652,5 +720,5 @@ class BaselineTrainer(Trainer):
         w = ckpt.ModelSetWriter(self.out)
         w.config(self.config)
         w.identities(self.data.pids.tolist(), self.source)
-        w.weights("img2id", self.ema.module["encoder"])
+        w.weights("img2id", self.ema.module.encoder)
         w.commit()
