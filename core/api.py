@@ -7,6 +7,8 @@
     grid = model.generate_grid(ids, model.noise(5, seed=0))  # uint8 (3, 5, 64, 32, 3)
     vectors = model.encode(pictures)                       # (N, 32) identity of any pictures
     parts = model.decompose(pictures)                      # identity, noise, reconstruction, error
+    gallery = model.index_gallery(gallery_pictures, pids)  # core.index.GalleryIndex
+    distances, rows = model.retrieve(pictures, gallery, k=5)
 
 Pictures are PIL images or uint8 arrays (H, W, 3) of any size (resized to the model's), or
 one uint8 array (N, H, W, 3). Every method works in batches and returns NumPy arrays.
@@ -25,6 +27,7 @@ from .config import DEFAULT_CHECKPOINT, ModelSetConfig
 from .data import prepare_image
 from .device import inference_precision, pick_device
 from .images import Normalizer
+from .index import GalleryIndex
 from .models import Generator, IdentityPrior, Img2ID, Img2Noise
 from .pipeline import generate, sample_prior
 
@@ -221,6 +224,18 @@ class GenReID:
                     v = 0.5 * (v + img2id(x.flip(3)).float())
             out.append(v.cpu().numpy())
         return np.concatenate(out)
+
+    def index_gallery(self, pictures, pids=None, camids=None, names=None, kind: str = "auto",
+                      flip: bool = False) -> GalleryIndex:
+        """A searchable gallery of pictures' identities (`core.index`: exact up to 100,000
+        pictures, FAISS HNSW beyond, or the kind named). Labels are optional."""
+        return GalleryIndex.build(self.encode(pictures, flip=flip), pids, camids, names, kind)
+
+    def retrieve(self, pictures, gallery: GalleryIndex, k: int = 10,
+                 flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, gallery rows), each (N, k), of the k gallery entries nearest to each
+        picture's identity."""
+        return gallery.search(self.encode(pictures, flip=flip), k)
 
     @torch.no_grad()
     def decompose(self, pictures, steps: int | None = None) -> Decomposition:

@@ -7,6 +7,7 @@
     genreid train img2id --checkpoint checkpoints/default
     genreid train img2noise --checkpoint checkpoints/default --data packs/cuhk03_train_64x32.npz
     genreid eval --data ../shared/data/cuhk03 --checkpoint checkpoints/default --json
+    genreid index --checkpoint checkpoints/default --data ../shared/data/cuhk03
     genreid sample --checkpoint checkpoints/default --out grid.png
     genreid bench --json
     genreid loadtest --clients 16 --seconds 60
@@ -59,6 +60,12 @@ def add_train_options(p: argparse.ArgumentParser, steps: int, batch: int, lr: fl
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun on CUDA: BatchNorm statistics over the whole batch "
                         "(SyncBatchNorm) instead of each process's shard")
+
+
+def add_index_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", default="auto", choices=["auto", "exact", "flat", "hnsw"],
+                   help="gallery search: exact (NumPy), flat (FAISS, exact), hnsw (FAISS, "
+                        "approximate); auto = exact up to 100,000 vectors, else hnsw")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,10 +137,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--features", default=None, help="save the features to this .npz")
     p.add_argument("--flip", action="store_true", help="average features with the mirrored image")
+    add_index_options(p)
+    p.add_argument("--top", type=int, default=100,
+                   help="with an approximate index: how many matches each query ranks (default 100)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                    help="inference precision (auto: bf16 where the hardware has it)")
+
+    p = sub.add_parser("index", help="encode a gallery folder into a saved gallery index "
+                       "(for large galleries, and for the explorer to load instead of encoding)")
+    p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
+    p.add_argument("--data", required=True,
+                   help="dataset root (its bounding_box_test/) or any Market-1501 style folder")
+    p.add_argument("--out", default=None, help="index folder (default: <checkpoint>/gallery)")
+    add_index_options(p)
+    p.add_argument("--flip", action="store_true", help="average features with the mirrored image")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
 
     p = sub.add_parser("sample", help="write a grid: identities (rows) x noises (columns)")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
@@ -171,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also the quality cost of the fast paths (picture gap, identity mAP)")
     p.add_argument("--side-by-side", default=None,
                    help="with --quality: write full vs fast pictures to this PNG")
+    p.add_argument("--gallery-sizes", default=None,
+                   help="comma-separated gallery sizes (e.g. 1000,100000,1000000): measure only "
+                        "gallery search instead (index build time, memory, query p50/p95, recall@10)")
+    p.add_argument("--gallery-source", default="random", choices=["random", "prior"],
+                   help="gallery vectors: Gaussian with the identity table's spread, or identities "
+                        "sampled from the set's prior (slower to make)")
+    p.add_argument("--gallery-index", default="auto", choices=["auto", "exact", "flat", "hnsw"],
+                   help="index kind for every size (default auto: exact up to 100,000, else hnsw)")
+    p.add_argument("--gallery-queries", type=int, default=200, help="timed queries per size")
     p.add_argument("--skip-model", action="store_true", help="only the panels' latency")
     p.add_argument("--skip-panels", action="store_true", help="only the model-level figures")
     p.add_argument("--device", default="auto")
@@ -249,10 +280,24 @@ def run_eval(args) -> None:
     ctx, device = distributed.setup(args.device)  # under torchrun each rank encodes a shard
     model = GenReID.load(args.checkpoint, device=str(device), precision=args.precision)
     result = evaluate(model, args.data, batch_size=args.batch_size, flip=args.flip,
-                      features_out=args.features if ctx.main else None)
+                      features_out=args.features if ctx.main else None, index=args.index,
+                      top=args.top)
     result["precision"] = model.precision
     if ctx.main:
         print(json.dumps(result) if args.json else format_table(result))
+
+
+def run_index(args) -> None:
+    from .api import GenReID
+    from .gallery import build_gallery_index
+
+    ctx, device = distributed.setup(args.device)  # under torchrun each rank encodes a share
+    model = GenReID.load(args.checkpoint, device=str(device), batch_size=args.batch_size,
+                         precision=args.precision)
+    out = args.out or str(Path(args.checkpoint) / "gallery")
+    index = build_gallery_index(model, args.data, out, args.index, args.flip)
+    if ctx.main:
+        print(json.dumps({"out": out, **index.describe()}))
 
 
 def run_diagnose(args) -> None:
@@ -331,6 +376,8 @@ def run_bench(args) -> None:
         raise ValueError("--batches and --calls must be positive")
     log = _log(args)
     result = {}
+    if args.gallery_sizes:
+        return run_gallery_bench(args, log)
     if not args.skip_model or args.quality:
         model = GenReID.load(args.checkpoint, device=args.device)
         if not args.skip_model:
@@ -344,6 +391,36 @@ def run_bench(args) -> None:
         with _explorer_on_loopback(args) as (url, app):
             result["panels"] = panel_latencies(url, app.explorer_state, args.calls, log=log)
     print(json.dumps(result) if args.json else format_bench(result))
+
+
+def run_gallery_bench(args, log) -> None:
+    import numpy as np
+
+    from .api import GenReID
+    from .bench import machine_description
+    from .gallery_bench import format_gallery, gallery_benchmark, random_identities
+
+    try:
+        sizes = [int(v) for v in args.gallery_sizes.replace("_", "").split(",")]
+    except ValueError:
+        raise ValueError(f"--gallery-sizes must be comma-separated integers, not "
+                         f"{args.gallery_sizes!r}") from None
+    if not sizes or min(sizes) < 1 or max(sizes) > 100_000_000 or args.gallery_queries < 1:
+        raise ValueError("--gallery-sizes must be within 1..100,000,000 and --gallery-queries >= 1")
+    model = GenReID.load(args.checkpoint, device=args.device)
+    table = model.table_identities(np.arange(model.num_identities))
+
+    def make(n: int) -> np.ndarray:
+        if args.gallery_source == "prior":
+            log(f"sampling {n:,} identities from the prior ...")
+            return np.concatenate([model.sample_identities(min(65536, n - s), seed=s)
+                                   for s in range(0, n, 65536)])
+        return random_identities(n, model.id_dim, table.mean(0), table.std(0), seed=n)
+
+    rows = gallery_benchmark(sizes, make, args.gallery_index, args.gallery_queries, log=log)
+    result = {"machine": machine_description(model.device), "gallery_source": args.gallery_source,
+              "gallery": rows}
+    print(json.dumps(result) if args.json else format_gallery(rows))
 
 
 def run_loadtest(args) -> int:
@@ -373,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
             run_train(args)
         elif args.command == "eval":
             run_eval(args)
+        elif args.command == "index":
+            run_index(args)
         elif args.command == "sample":
             run_sample(args)
         elif args.command == "diagnose":

@@ -10,12 +10,17 @@ import numpy as np
 from . import distributed
 from .api import GenReID
 from .data import dataset_splits, load_split
-from .metrics import euclidean_distances, retrieval_summary
+from .index import GalleryIndex
+from .metrics import ranking_summary
 
 
 def evaluate(model: GenReID, root: str, batch_size: int = 128, flip: bool = False,
-             features_out: str | None = None) -> dict:
-    """The `standard` (Market-1501) and `paper` protocol metrics on root's query + gallery."""
+             features_out: str | None = None, index: str = "auto", top: int = 100) -> dict:
+    """The `standard` (Market-1501) and `paper` protocol metrics on root's query + gallery.
+
+    The gallery goes through a `GalleryIndex` of the given kind: exact kinds rank the whole
+    gallery; an approximate one returns each query's `top` nearest, and true matches beyond
+    them count as not found (reported under "index")."""
     splits = dataset_splits(root, required=("query", "gallery"))
     query = load_split(splits["query"], model.image_size)
     gallery = load_split(splits["gallery"], model.image_size)
@@ -26,8 +31,11 @@ def evaluate(model: GenReID, root: str, batch_size: int = 128, flip: bool = Fals
         np.savez(features_out, query_features=qf, gallery_features=gf,
                  query_pids=query.pids, gallery_pids=gallery.pids,
                  query_camids=query.camids, gallery_camids=gallery.camids)
-    distances = euclidean_distances(qf, gf)
-    return retrieval_summary(distances, query.pids, gallery.pids, query.camids, gallery.camids)
+    gallery_index = GalleryIndex.build(gf, gallery.pids, gallery.camids, gallery.names, index)
+    _, order = gallery_index.search(qf, None if gallery_index.exact else top)
+    result = ranking_summary(order, query.pids, gallery.pids, query.camids, gallery.camids)
+    result["index"] = {**gallery_index.describe(), "ranked": int(order.shape[1])}
+    return result
 
 
 def encode_split(model: GenReID, images: np.ndarray, flip: bool = False) -> np.ndarray:

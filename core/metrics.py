@@ -15,7 +15,9 @@ import numpy as np
 __all__ = [
     "average_precision",
     "evaluate_rank",
+    "evaluate_ranking",
     "euclidean_distances",
+    "ranking_summary",
     "retrieval_summary",
 ]
 
@@ -75,25 +77,60 @@ def evaluate_rank(
     g_pids = _as_1d("g_pids", g_pids, num_g)
     g_camids = _as_1d("g_camids", g_camids, num_g)
 
-    eff_rank = min(max_rank, num_g)
     order = np.argsort(distmat, axis=1, kind="stable")
+    return evaluate_ranking(order, q_pids, g_pids, q_camids, g_camids, max_rank,
+                            remove_same_camera)
+
+
+def evaluate_ranking(
+    order: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+    max_rank: int = 20,
+    remove_same_camera: bool = True,
+) -> tuple[np.ndarray, float, int]:
+    """(CMC, mAP, valid queries) from ranked gallery indices (num_query, K), nearest first.
+
+    K may be the whole gallery (then this is `evaluate_rank` exactly) or its top K, as an
+    approximate index returns: true matches beyond rank K then count as never found (AP
+    divides by all of the query's true matches in the gallery, so it can only be lower).
+    """
+    order = np.asarray(order)
+    num_q = order.shape[0]
+    q_pids, q_camids = np.asarray(q_pids), np.asarray(q_camids)
+    g_pids, g_camids = np.asarray(g_pids), np.asarray(g_camids)
+    num_g = len(g_pids)
+    if order.ndim != 2 or num_q != len(q_pids) or order.shape[1] > num_g:
+        raise ValueError(f"ranking of shape {order.shape} does not fit {len(q_pids)} queries "
+                         f"and {num_g} gallery items")
+    # How many true matches each query has in the whole (filtered) gallery.
+    pid_count: dict[int, int] = {}
+    pid_cam_count: dict[tuple[int, int], int] = {}
+    for p, c in zip(g_pids.tolist(), g_camids.tolist()):
+        pid_count[p] = pid_count.get(p, 0) + 1
+        pid_cam_count[(p, c)] = pid_cam_count.get((p, c), 0) + 1
 
     all_cmc: list[np.ndarray] = []
     all_ap: list[float] = []
     for i in range(num_q):
+        q, c = int(q_pids[i]), int(q_camids[i])
+        relevant = pid_count.get(q, 0) - (pid_cam_count.get((q, c), 0) if remove_same_camera else 0)
+        if relevant == 0:
+            continue  # query identity absent from the (filtered) gallery
         idx = order[i]
         ranked_pids = g_pids[idx]
         if remove_same_camera:
-            junk = (ranked_pids == q_pids[i]) & (g_camids[idx] == q_camids[i])
+            junk = (ranked_pids == q) & (g_camids[idx] == c)
             ranked_pids = ranked_pids[~junk]
-        matches = ranked_pids == q_pids[i]
-        if not matches.any():
-            continue  # query identity absent from the (filtered) gallery
-        cmc = np.minimum(np.cumsum(matches), 1)[:eff_rank].astype(np.float64)
+        matches = ranked_pids == q
+        cmc = np.minimum(np.cumsum(matches), 1)[:max_rank].astype(np.float64)
         if cmc.size < max_rank:
-            cmc = np.pad(cmc, (0, max_rank - cmc.size), mode="edge")
+            cmc = np.pad(cmc, (0, max_rank - cmc.size), mode="edge") if cmc.size else \
+                np.zeros(max_rank)
         all_cmc.append(cmc)
-        all_ap.append(average_precision(matches))
+        all_ap.append(average_precision(matches) * matches.sum() / relevant)
 
     if not all_cmc:
         raise ValueError(
@@ -108,10 +145,12 @@ def euclidean_distances(
     query_features: np.ndarray,
     gallery_features: np.ndarray,
     chunk_size: int = 256,
+    gallery_sq_norms: np.ndarray | None = None,
 ) -> np.ndarray:
     """Pairwise Euclidean distances (num_query, num_gallery), float64.
 
-    Queries are processed in chunks of ``chunk_size`` to bound memory.
+    Queries are processed in chunks of ``chunk_size`` to bound memory. A gallery searched
+    many times can be passed as float64 with its squared norms, so neither is recomputed.
     """
     q = np.asarray(query_features, dtype=np.float64)
     g = np.asarray(gallery_features, dtype=np.float64)
@@ -125,7 +164,7 @@ def euclidean_distances(
         )
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    g_sq = np.einsum("ij,ij->i", g, g)
+    g_sq = np.einsum("ij,ij->i", g, g) if gallery_sq_norms is None else gallery_sq_norms
     out = np.empty((q.shape[0], g.shape[0]), dtype=np.float64)
     for start in range(0, q.shape[0], chunk_size):
         block = q[start : start + chunk_size]
@@ -144,10 +183,27 @@ def retrieval_summary(
     g_camids: np.ndarray,
 ) -> dict:
     """mAP and rank-1/5/10/20 under the standard and paper protocols."""
+    distmat = np.asarray(distmat, dtype=np.float64)
+    if distmat.ndim != 2 or 0 in distmat.shape:
+        raise ValueError(f"distmat must be non-empty and 2-D, got shape {distmat.shape}")
+    evaluate_rank(distmat[:1], q_pids[:1], g_pids, q_camids[:1], g_camids)  # checks the shapes
+    order = np.argsort(distmat, axis=1, kind="stable")
+    return ranking_summary(order, q_pids, g_pids, q_camids, g_camids)
+
+
+def ranking_summary(
+    order: np.ndarray,
+    q_pids: np.ndarray,
+    g_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_camids: np.ndarray,
+) -> dict:
+    """`retrieval_summary` from ranked gallery indices (num_query, K), K the whole gallery or
+    its top K (see `evaluate_ranking`)."""
     summary: dict = {}
     for key, remove in (("standard", True), ("paper", False)):
-        cmc, mAP, _ = evaluate_rank(
-            distmat, q_pids, g_pids, q_camids, g_camids,
+        cmc, mAP, _ = evaluate_ranking(
+            order, q_pids, g_pids, q_camids, g_camids,
             max_rank=20, remove_same_camera=remove,
         )
         summary[key] = {
@@ -157,7 +213,6 @@ def retrieval_summary(
             "rank10": float(cmc[9]),
             "rank20": float(cmc[19]),
         }
-    shape = np.shape(distmat)
-    summary["num_query"] = int(shape[0])
-    summary["num_gallery"] = int(shape[1])
+    summary["num_query"] = int(np.shape(order)[0])
+    summary["num_gallery"] = int(len(g_pids))
     return summary
