@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (loopback only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--device", default="auto")
+    p.add_argument("--gallery", default="auto",
+                   help="saved gallery index (genreid index) to search instead of encoding the "
+                        "gallery; default: <checkpoint>/gallery when there")
     return parser
 
 
@@ -463,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "explore":
             from explorer.app import main as explore
             explore(checkpoint=args.checkpoint, data=args.data, host=args.host, port=args.port,
-                    device=args.device)
+                    device=args.device, gallery=args.gallery)
     except (DataError, CheckpointError, ValueError, FloatingPointError) as e:
         print(f"genreid {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -18,6 +18,7 @@ __all__ = [
     "evaluate_ranking",
     "euclidean_distances",
     "ranking_summary",
+    "truncated_average_precision",
     "retrieval_summary",
 ]
 
@@ -46,6 +47,13 @@ def average_precision(ranked_matches: np.ndarray) -> float:
     positions = np.arange(1, matches.size + 1)
     precision_at_hits = hits_so_far[matches] / positions[matches]
     return float(precision_at_hits.sum() / num_rel)
+
+
+def truncated_average_precision(ranked_matches: np.ndarray, relevant: int) -> float:
+    """AP of a ranking that may stop before the gallery ends: precision at each true match
+    found, divided by all `relevant` true matches (those never ranked count as 0)."""
+    matches = np.asarray(ranked_matches).astype(bool).ravel()
+    return average_precision(matches) * int(matches.sum()) / relevant if relevant else 0.0
 
 
 def evaluate_rank(
@@ -130,7 +138,7 @@ def evaluate_ranking(
             cmc = np.pad(cmc, (0, max_rank - cmc.size), mode="edge") if cmc.size else \
                 np.zeros(max_rank)
         all_cmc.append(cmc)
-        all_ap.append(average_precision(matches) * matches.sum() / relevant)
+        all_ap.append(truncated_average_precision(matches, relevant))
 
     if not all_cmc:
         raise ValueError(

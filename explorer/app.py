@@ -373,6 +373,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default=None, help="default $GRADIO_SERVER_NAME or 127.0.0.1")
     p.add_argument("--port", type=int, default=None, help="default $GRADIO_SERVER_PORT or 7860")
     p.add_argument("--device", default="auto")
+    p.add_argument("--gallery", default="auto",
+                   help="saved gallery index (genreid index) to search instead of encoding the "
+                        "gallery; default: <checkpoint>/gallery when there")
     return p.parse_args(argv)
 
 
@@ -383,7 +386,7 @@ def cli(argv: list[str] | None = None) -> int:
 
     try:
         main(checkpoint=args.checkpoint, data=args.data, host=args.host, port=args.port,
-             device=args.device)
+             device=args.device, gallery=args.gallery)
     except (CheckpointError, DataError, ValueError) as e:
         print(f"explorer: error: {e}", file=sys.stderr)
         return 2

@@ -26,7 +26,7 @@ import pandas as pd
 from core.api import GenReID
 from core.checkpoint import CheckpointError
 from core.data import DataError
-from core.metrics import average_precision, euclidean_distances
+from core.metrics import truncated_average_precision as ap
 
 from . import figures, render
 from .state import SOURCE_GALLERY, SOURCE_PRIOR, SOURCE_TRAIN, ExplorerState, NotReady, shown
@@ -406,7 +406,7 @@ def projection(state: ExplorerState, method: str = "PCA", colour_by: str = "sour
     fig = figures.projection_figure(coords, points.keys, points.sources, points.cameras, kind, values,
                                     colour_by, thumbs, title)
     info = [f"{note}. Computed once and cached; colour changes and clicks reuse it."]
-    if state.real_data and not (state.features_task.done and not state.features_task.error):
+    if state.real_gallery and not (state.features_task.done and not state.features_task.error):
         info.append("The encoded gallery joins the plot once it is encoded ("
                     + (state.background_status() or "not started") + ").")
     ready = sum(1 for t in thumbs if t)
@@ -465,6 +465,9 @@ def select_identity(state: ExplorerState, identity: str | None = None,
 
 
 # ----------------------------------------------------------------------------- 5. retrieval
+RANKED_APPROX = 1000  # how far an approximate gallery index ranks each query
+
+
 @panel
 def retrieve(state: ExplorerState, upload: str | None = None, query: int = 0,
              k: int = DEFAULT_K_RETRIEVAL, progress=gr.Progress()):  # noqa: B008 (Gradio's pattern)
@@ -477,34 +480,42 @@ def retrieve(state: ExplorerState, upload: str | None = None, query: int = 0,
     image, label, camid, caption, name = state.picture(_int(query, "query index", 0, 10**9),
                                                        upload, report)
     _, gallery = state.pictures(report)
-    features = state.gallery_features(report)
+    index = state.gallery_index(report)
     q = state.compute(state.model.encode, image[None])
-    d = euclidean_distances(q, features)[0]
-    order = np.argsort(d, kind="stable")
+    # The whole ranking from an exact index; an approximate one ranks its top RANKED_APPROX.
+    ranked, order = index.search(q, None if index.exact else max(k, RANKED_APPROX))
+    ranked, order = ranked[0], order[0]
+    d = dict(zip(order.tolist(), ranked.tolist()))
     known = label is not None
     ranked_labels = gallery.labels[order]
     lines = []
     if known:
         matches = ranked_labels == label
-        if not matches.any():
+        # AP divides by every true match in the gallery, ranked or not (core.metrics).
+        relevant = int((gallery.labels == label).sum())
+        if not relevant:
             lines.append("No picture of this person in the gallery: average precision undefined.")
         elif camid is not None and not gallery.generated:
+            same_camera = (gallery.labels == label) & (gallery.camids == camid)
             keep = ~(matches & (gallery.camids[order] == camid))
-            standard = (f"**Average precision {average_precision(matches[keep]):.3f}**"
-                        if matches[keep].any() else
+            other = relevant - int(same_camera.sum())
+            standard = (f"**Average precision {ap(matches[keep], other):.3f}**" if other else
                         "**Average precision undefined** (no picture of this person by another camera)")
             lines.append(f"{standard} (standard protocol: pictures of the query's person by the "
-                         f"query's camera left out); {average_precision(matches):.3f} with nothing "
+                         f"query's camera left out); {ap(matches, relevant):.3f} with nothing "
                          "left out (the paper's way).")
         else:
-            lines.append(f"**Average precision {average_precision(matches):.3f}**.")
+            lines.append(f"**Average precision {ap(matches, relevant):.3f}**.")
+        if not index.exact:
+            lines.append(f"(Approximate {index.kind} index, recall@10 {index.recall_at_10:.3f}; "
+                         f"matches beyond its top {len(order)} count as not found.)")
     else:
         lines.append("The query's person is unknown (name the upload like Market-1501, "
                      "e.g. 0002_c1s1_000451_01.jpg, to get frames and AP).")
     if gallery.generated:
         lines.append("No dataset given: query and gallery are **generated** from prior samples "
                      "(a few noises per identity), so right and wrong are known.")
-    top = order[:min(k, len(order))]
+    top = order[:k]
     frames, captions = [render.BLUE], [f"query\n{caption}"]
     for r, j in enumerate(top):
         if not known:
@@ -525,7 +536,7 @@ def retrieve(state: ExplorerState, upload: str | None = None, query: int = 0,
              _save_csv(out / "ranking.csv", ["rank", "gallery index", "picture", "person", "distance",
                                              "right person"],
                        [[r + 1, int(j), gallery.names[j], gallery.who[j], f"{d[j]:.6g}", match(j)]
-                        for r, j in enumerate(order)]),
+                        for r, j in enumerate(order.tolist())]),
              str(out / "query_identity.npy")]
     np.save(out / "query_identity.npy", q[0])
     lines.insert(0, f"Query: {name}. Gallery: {len(gallery)} pictures.")

@@ -30,6 +30,8 @@ import numpy as np
 
 from core.api import GenReID
 from core.data import DataError, dataset_splits, list_records, load_image, load_split, parse_name
+from core.gallery import load_gallery_index, picture_path
+from core.index import GalleryIndex
 from core.metrics import euclidean_distances
 
 T = TypeVar("T")
@@ -180,6 +182,36 @@ class PictureSet:
         return len(self.names)
 
 
+class IndexedPictures:
+    """The pictures of a saved gallery index, read from their files when shown (a gallery of
+    millions is never held in memory); a missing file shows as a grey tile."""
+
+    def __init__(self, index: GalleryIndex, size: tuple[int, int], keep: int = 4096):
+        self.index, self.size, self.keep = index, size, keep
+        self._cache: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, row) -> np.ndarray:
+        row = int(row)
+        if not 0 <= row < len(self):
+            raise IndexError(f"gallery picture {row} is outside 0..{len(self) - 1}")
+        with self._lock:
+            if row in self._cache:
+                return self._cache[row]
+        try:
+            img = load_image(picture_path(self.index, row), self.size)
+        except (DataError, OSError):
+            img = np.full((*self.size, 3), 128, np.uint8)
+        with self._lock:
+            if len(self._cache) >= self.keep:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[row] = img
+        return img
+
+
 @dataclass
 class Points:
     """The points of the identity-space projection."""
@@ -227,7 +259,7 @@ class ExplorerState:
     def __init__(self, model: GenReID, data: str | os.PathLike | None = None, *,
                  num_prior: int = 64, generated_identities: int = 8, generated_per_identity: int = 4,
                  projection_gallery_limit: int = 1000, cache_dir: str | os.PathLike | None | bool = True,
-                 background: bool = True):
+                 background: bool = True, gallery: str | os.PathLike | None = "auto"):
         self.model = model
         # Every network call runs on this one thread, one call at a time. One thread, because
         # each thread that calls PyTorch gets its own OpenMP team, and idle teams spin: served
@@ -285,6 +317,23 @@ class ExplorerState:
         self._files_lock = threading.Lock()
         atexit.register(shutil.rmtree, self._files_dir, True)
 
+        # A saved gallery index (`genreid index`): its vectors instead of encoding the gallery.
+        # "auto" takes <checkpoint>/gallery when it is there and belongs to this set.
+        self.saved_gallery: GalleryIndex | None = None
+        self.gallery_note = ""
+        if gallery == "auto":
+            candidate = self.folder / "gallery"
+            if (candidate / "meta.json").is_file() and model.has("img2id"):
+                try:
+                    self.saved_gallery = load_gallery_index(candidate, model)
+                except ValueError as e:
+                    self.gallery_note = f"ignored {candidate.name}/: {e}"
+                    warnings.warn(self.gallery_note, stacklevel=2)
+        elif gallery:
+            self.require("img2id")
+            self.saved_gallery = load_gallery_index(gallery, model)
+        self._search_index: GalleryIndex | None = self.saved_gallery
+
         self.pictures_task = Task("query and gallery pictures", self._make_pictures)
         self.features_task = Task("gallery features", self._make_features)
         self.portraits_task = Task("portraits", self._fill_portraits)
@@ -318,6 +367,11 @@ class ExplorerState:
     @property
     def real_data(self) -> bool:
         return self.data is not None
+
+    @property
+    def real_gallery(self) -> bool:
+        """Whether the gallery holds real pictures (from --data or a saved gallery index)."""
+        return self.data is not None or self.saved_gallery is not None
 
     @property
     def real_portraits(self) -> bool:
@@ -496,18 +550,33 @@ class ExplorerState:
 
     # ----------------------------------------------------------------- query and gallery
     def _make_pictures(self, report: Report) -> tuple[PictureSet, PictureSet]:
+        def who(pids, camids) -> list[str]:
+            return [f"pid {p:04d} · c{c}" for p, c in zip(pids.tolist(), camids.tolist(), strict=True)]
+
+        def real(split) -> PictureSet:
+            return PictureSet(split.images, split.pids, split.camids, list(split.names),
+                              who(split.pids, split.camids), generated=False)
+
+        if self.saved_gallery is not None:
+            index = self.saved_gallery
+            gallery = PictureSet(IndexedPictures(index, self.size), index.pids, index.camids,
+                                 index.names, who(index.pids, index.camids), generated=False)
+            if self.data is not None:
+                report(0.0, "reading the query pictures")
+                return real(load_split(self.splits["query"], self.size)), gallery
+            query, _ = self._generated_pictures(report)
+            query.labels = np.full(len(query), -1)  # generated people are not in a real gallery
+            return query, gallery
         if self.data is not None:
             report(0.0, "reading the query pictures")
             q = load_split(self.splits["query"], self.size)
             report(0.3, "reading the gallery pictures")
             g = load_split(self.splits["gallery"], self.size)
             report(1.0, "pictures read")
-
-            def real(split) -> PictureSet:
-                who = [f"pid {p:04d} · c{c}" for p, c in zip(split.pids, split.camids, strict=True)]
-                return PictureSet(split.images, split.pids, split.camids, list(split.names), who,
-                                  generated=False)
             return real(q), real(g)
+        return self._generated_pictures(report)
+
+    def _generated_pictures(self, report: Report) -> tuple[PictureSet, PictureSet]:
         # No dataset: pictures generated from prior samples (or training identities without a
         # prior), one query and a few gallery pictures per identity, each with its own noise.
         self.require("generator")
@@ -539,6 +608,8 @@ class ExplorerState:
 
     def _make_features(self, report: Report) -> np.ndarray:
         self.require("img2id")
+        if self.saved_gallery is not None:
+            return self.saved_gallery.vectors
         _, gallery = self.pictures(lambda f, d: report(0.0, d))
         key = f"gallery-features-{digest(gallery.images.tobytes(), str(gallery.names))}.npz"
         cached = self.cache.load(key)
@@ -555,6 +626,16 @@ class ExplorerState:
 
     def gallery_features(self, report: Report | None = None) -> np.ndarray:
         return self.features_task.wait(report)
+
+    def gallery_index(self, report: Report | None = None) -> GalleryIndex:
+        """The index every retrieval searches: the saved one, else one over the encoded gallery
+        (exact at the sizes a dataset folder has), built once."""
+        if self._search_index is None:
+            features = self.gallery_features(report)
+            _, gallery = self.pictures(report)
+            self._search_index = GalleryIndex.build(features, gallery.labels, gallery.camids,
+                                                    gallery.names)
+        return self._search_index
 
     def start_background(self) -> None:
         """Warm the caches in one background thread: pictures, gallery features, portraits."""
@@ -600,7 +681,7 @@ class ExplorerState:
             except DataError as e:  # name the file as the user knows it, not the server's path
                 raise DataError(str(e).replace(str(upload), name)) from None
             label = camid = None
-            if self.real_data:
+            if self.real_gallery:
                 try:
                     label, camid = parse_name(name)
                 except DataError:
@@ -611,8 +692,8 @@ class ExplorerState:
         index = int(index)
         if not 0 <= index < len(query):
             raise ValueError(f"query picture index must be within 0..{len(query) - 1}; got {index}")
-        cam = int(query.camids[index])
-        return (query.images[index], int(query.labels[index]), cam if cam >= 0 else None,
+        cam, label = int(query.camids[index]), int(query.labels[index])
+        return (query.images[index], label if label >= 0 else None, cam if cam >= 0 else None,
                 query.who[index], query.names[index])
 
     # ----------------------------------------------------------------- projection
@@ -626,7 +707,7 @@ class ExplorerState:
         else:
             cameras = ["unknown"] * len(self.train_keys)
         cameras += ["unknown"] * len(self.prior_keys)
-        if self.real_data and self.features_task.done and not self.features_task.error:
+        if self.real_gallery and self.features_task.done and not self.features_task.error:
             features = self.features_task.value
             _, gallery = self.pictures_task.value
             n = len(features)
@@ -722,6 +803,7 @@ class ExplorerState:
 
 
 def load_state(checkpoint, data=None, device: str = "auto", **kw) -> ExplorerState:
-    """Load the model set and build the explorer's state."""
+    """Load the model set and build the explorer's state (kw: ExplorerState's options, e.g.
+    gallery=DIR for a saved gallery index)."""
     model = GenReID.load(checkpoint, device=device)
     return ExplorerState(model, data, **kw)

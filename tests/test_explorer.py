@@ -348,3 +348,55 @@ def test_script_entry_point_reports_a_missing_model_set(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert "does not exist" in result.stderr
+
+
+# ----------------------------------------------------------------------------- saved gallery index
+@pytest.fixture(scope="module")
+def saved_gallery(explorer_model_set, tmp_path_factory) -> Path:
+    from core import cli
+    out = tmp_path_factory.mktemp("gallery-index") / "gallery"
+    assert cli.main(["index", "--checkpoint", str(explorer_model_set.full), "--data",
+                     str(explorer_model_set.market), "--out", str(out), "--device", "cpu"]) == 0
+    return out
+
+
+def test_retrieval_from_a_saved_index_matches_encoding_the_gallery(explorer_model_set, with_data,
+                                                                   saved_gallery):
+    indexed = load_state(explorer_model_set.full, explorer_model_set.market, "cpu",
+                         cache_dir=explorer_model_set.cache, background=False, num_prior=12,
+                         gallery=saved_gallery)
+    _, gallery = indexed.pictures()
+    assert isinstance(gallery.images, state_module.IndexedPictures)  # read from files when shown
+    for query in (0, 2):
+        _, table, info, _ = h.retrieve(indexed, None, query, 5)
+        _, expected, expected_info, _ = h.retrieve(with_data, None, query, 5)
+        assert table.equals(expected) and info == expected_info
+    np.testing.assert_array_equal(gallery.images[3], with_data.pictures()[1].images[3])
+
+
+def test_saved_index_without_data_shows_the_real_gallery(explorer_model_set, saved_gallery):
+    state = load_state(explorer_model_set.full, None, "cpu", cache_dir=explorer_model_set.cache,
+                       background=False, num_prior=12, gallery=saved_gallery,
+                       generated_identities=2, generated_per_identity=1)
+    query, gallery = state.pictures()
+    assert not gallery.generated and len(gallery) == 8 and len(query) == 2
+    _, table, info, _ = h.retrieve(state, None, 0, 3)
+    assert set(table["right person"]) == {"?"} and "unknown" in info  # a generated person
+    state.gallery_features()  # the index's vectors: nothing to encode
+    assert any(k.startswith("gallery ") for k in state.points().keys)
+
+
+def test_a_stale_saved_index_is_refused_or_ignored(explorer_model_set, saved_gallery, tmp_path):
+    import json
+    stale = tmp_path / "set"
+    shutil.copytree(explorer_model_set.full, stale)
+    shutil.copytree(saved_gallery, stale / "gallery")
+    meta = json.loads((stale / "gallery" / "meta.json").read_text())
+    meta["encoder"]["image_size"] = [128, 64]
+    (stale / "gallery" / "meta.json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="another Img2ID"):
+        state = load_state(stale, explorer_model_set.market, "cpu", background=False, cache_dir=False)
+    assert state.saved_gallery is None  # "auto": encodes the gallery as without an index
+    with pytest.raises(ValueError, match="another Img2ID"):
+        load_state(stale, explorer_model_set.market, "cpu", background=False, cache_dir=False,
+                   gallery=stale / "gallery")
