@@ -187,3 +187,26 @@ def test_eval_under_torchrun_gives_the_single_process_numbers(tiny, generator_se
     assert json.loads(lines[0]) == json.loads(alone.stdout)
     features = np.load(tmp_path / "f.npz")
     assert features["gallery_features"].shape[0] == json.loads(lines[0])["num_gallery"]
+
+
+def test_torchrun_trains_the_networks_on_a_set(tiny, generator_set, tmp_path):
+    """img2id from a bank (made once by rank 0, read by every rank) and the baseline (whose
+    network returns two outputs through DDP) under torchrun."""
+    root, market = tiny
+    train = str(market / "bounding_box_train")
+    common = ["--steps", "4", "--batch-size", "4", "--save-every", "2", "--device", "cpu"]
+    prior = torchrun(["train", "prior", "--checkpoint", str(generator_set), "--work-dir",
+                      str(tmp_path / "runs" / "prior")] + common)
+    assert prior.returncode == 0, prior.stderr[-3000:]
+    img2id = torchrun(["train", "img2id", "--checkpoint", str(generator_set), "--data", train,
+                       "--real-fraction", "0.5", "--bank", "8", "--work-dir",
+                       str(tmp_path / "runs" / "img2id")] + common)
+    assert img2id.returncode == 0, img2id.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "runs").glob("bank-*")] == ["bank-8-seed0.safetensors"]
+    baseline = torchrun(["train", "baseline", "--data", train, "--out", str(tmp_path / "baseline"),
+                         "--config", str(root / "tiny.json"), "--instances", "2", "--work-dir",
+                         str(tmp_path / "runs" / "baseline")] + common)
+    assert baseline.returncode == 0, baseline.stderr[-3000:]
+    model = GenReID.load(tmp_path / "baseline", device="cpu")
+    assert model.encode(np.zeros((1, 64, 32, 3), np.uint8)).shape == (1, 8)
+    assert GenReID.load(generator_set, device="cpu").has("img2id")
