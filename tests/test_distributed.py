@@ -210,3 +210,20 @@ def test_torchrun_trains_the_networks_on_a_set(tiny, generator_set, tmp_path):
     model = GenReID.load(tmp_path / "baseline", device="cpu")
     assert model.encode(np.zeros((1, 64, 32, 3), np.uint8)).shape == (1, 8)
     assert GenReID.load(generator_set, device="cpu").has("img2id")
+
+
+def test_gallery_index_encoded_by_two_processes_is_the_single_process_one(tiny, generator_set, tmp_path):
+    from core.index import GalleryIndex
+
+    root, market = tiny
+    assert cli.main(["train", "img2id", "--checkpoint", str(generator_set), "--steps", "1",
+                     "--batch-size", "4", "--device", "cpu", "--data", str(market / "bounding_box_train"),
+                     "--real-fraction", "1", "--work-dir", str(tmp_path / "img2id")]) == 0
+    args = ["index", "--checkpoint", str(generator_set), "--data", str(market), "--device", "cpu",
+            "--precision", "fp32"]
+    assert cli.main(args + ["--out", str(tmp_path / "one")]) == 0
+    two = torchrun(args + ["--out", str(tmp_path / "two")])
+    assert two.returncode == 0, two.stderr[-3000:]
+    one, two = GalleryIndex.load(tmp_path / "one"), GalleryIndex.load(tmp_path / "two")
+    assert one.names == two.names
+    np.testing.assert_allclose(two.vectors, one.vectors, rtol=0, atol=1e-6)
