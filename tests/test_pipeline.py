@@ -371,8 +371,9 @@ def test_eval_json_and_features(trained, tmp_path, capsys):
                "--features", features, "--device", "cpu") == 0
     out = capsys.readouterr().out.strip()
     result = json.loads(out)  # one JSON object and nothing else
-    assert set(result) == {"standard", "paper", "num_query", "num_gallery", "precision"}
+    assert set(result) == {"standard", "paper", "num_query", "num_gallery", "precision", "index"}
     assert result["precision"] in ("bf16", "fp32")
+    assert result["index"]["kind"] == "exact" and result["index"]["ranked"] == result["num_gallery"]
     for protocol in ("standard", "paper"):
         metrics = result[protocol]
         assert set(metrics) == {"mAP", "rank1", "rank5", "rank10", "rank20"}
