@@ -87,12 +87,8 @@ def market_dir(tmp_path: Path) -> Path:
 EXPLORER_ID_DIM = 8
 
 
-@pytest.fixture(scope="session")
-def explorer_model_set(tmp_path_factory) -> SimpleNamespace:
-    """A tiny model set trained (2 steps per network, the preview included) on the fixture
-    dataset by `genreid train`; also a copy holding only the generator, as a set whose other
-    networks are not trained yet."""
-    from core import cli
+def tiny_model_config(dim: int = EXPLORER_ID_DIM, guidance: float = 0.0):
+    """A model-set configuration small enough to train in a test (two-level U-Nets)."""
     from core.config import (
         GeneratorConfig,
         Img2IDConfig,
@@ -103,17 +99,25 @@ def explorer_model_set(tmp_path_factory) -> SimpleNamespace:
         UNetConfig,
     )
 
+    unet = UNetConfig(widths=[8, 16], block_depth=1)
+    return ModelSetConfig(generator=GeneratorConfig(unet=unet, id_dim=dim, noise_embedding_dim=8,
+                                                    guidance=guidance),
+                          preview=PreviewConfig(unet=UNetConfig(widths=[4, 8], block_depth=1)),
+                          prior=PriorConfig(id_dim=dim, hidden=32, layers=2, noise_embedding_dim=8),
+                          img2id=Img2IDConfig(unet=unet, dense=[16], id_dim=dim),
+                          img2noise=Img2NoiseConfig(unet=unet))
+
+
+@pytest.fixture(scope="session")
+def explorer_model_set(tmp_path_factory) -> SimpleNamespace:
+    """A tiny model set trained (2 steps per network, the preview included) on the fixture
+    dataset by `genreid train`; also a copy holding only the generator, as a set whose other
+    networks are not trained yet."""
+    from core import cli
+
     root = tmp_path_factory.mktemp("explorer")
     market = make_market_dataset(root / "market")
-    unet = UNetConfig(widths=[8, 16], block_depth=1)
-    dim = EXPLORER_ID_DIM
-    config = ModelSetConfig(generator=GeneratorConfig(unet=unet, id_dim=dim, noise_embedding_dim=8,
-                                                      guidance=2.0),
-                            preview=PreviewConfig(unet=UNetConfig(widths=[4, 8], block_depth=1)),
-                            prior=PriorConfig(id_dim=dim, hidden=32, layers=2, noise_embedding_dim=8),
-                            img2id=Img2IDConfig(unet=unet, dense=[16], id_dim=dim),
-                            img2noise=Img2NoiseConfig(unet=unet))
-    config.save(root / "tiny.json")
+    tiny_model_config(EXPLORER_ID_DIM, guidance=2.0).save(root / "tiny.json")
     full, runs = root / "set", root / "runs"
     common = ["--steps", "2", "--batch-size", "4", "--device", "cpu", "--save-every", "2"]
     train = str(market / "bounding_box_train")

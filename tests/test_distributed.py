@@ -13,20 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_market_dataset
+from conftest import make_market_dataset, tiny_model_config
 from safetensors.numpy import load_file
 
 from core import cli
 from core.api import GenReID
-from core.config import (
-    GeneratorConfig,
-    Img2IDConfig,
-    Img2NoiseConfig,
-    ModelSetConfig,
-    PreviewConfig,
-    PriorConfig,
-    UNetConfig,
-)
 from core.distributed import Context
 
 
@@ -65,13 +56,7 @@ def process_tree(pid: int) -> list[int]:
 def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
     market = make_market_dataset(root / "market")
-    unet = UNetConfig(widths=[8, 16], block_depth=1)
-    config = ModelSetConfig(generator=GeneratorConfig(unet=unet, id_dim=8, noise_embedding_dim=8),
-                            preview=PreviewConfig(unet=UNetConfig(widths=[4, 8], block_depth=1)),
-                            prior=PriorConfig(id_dim=8, hidden=32, layers=2, noise_embedding_dim=8),
-                            img2id=Img2IDConfig(unet=unet, dense=[16], id_dim=8),
-                            img2noise=Img2NoiseConfig(unet=unet))
-    config.save(root / "tiny.json")
+    tiny_model_config(8).save(root / "tiny.json")
     return root, market
 
 
