@@ -175,8 +175,9 @@ def test_eval_under_torchrun_gives_the_single_process_numbers(tiny, generator_se
 
 
 def test_torchrun_trains_the_networks_on_a_set(tiny, generator_set, tmp_path):
-    """img2id from a bank (made once by rank 0, read by every rank) and the baseline (whose
-    network returns two outputs through DDP) under torchrun."""
+    """Every network on a set under torchrun: img2id from a bank (made once by rank 0, read by
+    every rank), img2noise through the sampler, the preview, and the baseline (whose network
+    returns two outputs through DDP)."""
     root, market = tiny
     train = str(market / "bounding_box_train")
     common = ["--steps", "4", "--batch-size", "4", "--save-every", "2", "--device", "cpu"]
@@ -188,13 +189,20 @@ def test_torchrun_trains_the_networks_on_a_set(tiny, generator_set, tmp_path):
                        str(tmp_path / "runs" / "img2id")] + common)
     assert img2id.returncode == 0, img2id.stderr[-3000:]
     assert [p.name for p in (tmp_path / "runs").glob("bank-*")] == ["bank-8-seed0.safetensors"]
+    for network, extra in (("img2noise", ["--data", train, "--generated-fraction", "0.5",
+                                          "--noise-weight", "1"]),
+                           ("preview", [])):
+        done = torchrun(["train", network, "--checkpoint", str(generator_set), "--work-dir",
+                         str(tmp_path / "runs" / network)] + extra + common)
+        assert done.returncode == 0, f"{network}: {done.stderr[-3000:]}"
     baseline = torchrun(["train", "baseline", "--data", train, "--out", str(tmp_path / "baseline"),
                          "--config", str(root / "tiny.json"), "--instances", "2", "--work-dir",
                          str(tmp_path / "runs" / "baseline")] + common)
     assert baseline.returncode == 0, baseline.stderr[-3000:]
     model = GenReID.load(tmp_path / "baseline", device="cpu")
     assert model.encode(np.zeros((1, 64, 32, 3), np.uint8)).shape == (1, 8)
-    assert GenReID.load(generator_set, device="cpu").has("img2id")
+    trained = GenReID.load(generator_set, device="cpu")
+    assert all(trained.has(part) for part in ("prior", "img2id", "img2noise", "preview"))
 
 
 def test_gallery_index_encoded_by_two_processes_is_the_single_process_one(tiny, generator_set, tmp_path):
