@@ -38,6 +38,12 @@ INTRO = ("Person re-identification where a person's **identity is the conditioni
 
 CSS = """
 .pixelated img { image-rendering: pixelated; }
+/* Output pictures carry captions along their top edge: keep the block's label above the
+   picture instead of floating over those captions. */
+.pixelated label.float, .static-label label.float { position: static !important;
+  margin: var(--block-label-margin) 0 0 var(--block-label-margin); }
+.pixelated .top-panel, .static-label .top-panel {
+  top: calc(-1 * var(--size-8)) !important; }  /* into the label's row */
 .genreid-tip { display: none; position: fixed; z-index: 10000; pointer-events: none;
   background: white; border: 1px solid #bbb; border-radius: 6px; padding: 4px;
   box-shadow: 0 2px 8px rgba(0,0,0,.25); font-size: 12px; text-align: center; }
@@ -241,10 +247,11 @@ def build_app(state: ExplorerState) -> gr.Blocks:
                                                          first)
                         pr_portrait = _image("Selected identity", height=260)
                         pr_sel_info = gr.Markdown()
-                        pr_map = gr.Image(label="Click map: click a point to select it (discs: "
-                                                "training identities, squares: prior samples, "
-                                                "crosses: gallery)", format="png",
-                                          type="numpy", interactive=False)
+                        pr_map = gr.Image(label="Click map: click a point to select it",
+                                          format="png", type="numpy", interactive=False,
+                                          elem_classes=["static-label"])
+                        gr.Markdown("Discs: training identities · squares: prior samples · "
+                                    "crosses: gallery pictures.")
                 pr_info = gr.Markdown()
                 pr_files = _files()
 
@@ -326,6 +333,8 @@ def build_app(state: ExplorerState) -> gr.Blocks:
                     api_visibility="private", concurrency_id="projection", concurrency_limit=1)
         demo.load(projection, pr_inputs, pr_outputs, api_name="projection_on_load",
                   api_visibility="private", concurrency_id="projection", concurrency_limit=1)
+        demo.load(bind(h.selected_portrait, state), pr_selected, [pr_portrait, pr_sel_info],
+                  api_name="selected_on_load", api_visibility="private", **model_work)
         pr_map.select(bind(h.select_on_map, state), [pr_method, pr_colour], pr_selected,
                       api_name="select_on_map", api_visibility="private")
         pr_bridge.click(h.select_from_plot, None, pr_selected, api_name="select_from_plot",

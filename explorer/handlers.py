@@ -464,6 +464,13 @@ def select_identity(state: ExplorerState, identity: str | None = None,
             key, ids[:6])
 
 
+@panel
+def selected_portrait(state: ExplorerState, identity: str | None = None):
+    """The portrait and description of the selected identity, as on selection, for the page's
+    first view. Returns (portrait, description)."""
+    return select_identity(state, identity)[:2]
+
+
 # ----------------------------------------------------------------------------- 5. retrieval
 RANKED_APPROX = 1000  # how far an approximate gallery index ranks each query
 

@@ -26,6 +26,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import running_explorer
@@ -356,12 +357,21 @@ def js(call: str) -> str:
 # ----------------------------------------------------------------------------- the test
 @pytest.mark.skipif(find_chromium() is None, reason="no chromium binary (chromium / chromium-browser)")
 def test_every_tab_renders_in_a_real_browser(explorer_model_set, tmp_path):
+    """On the tiny set; GENREID_BROWSER_SET=DIR (and GENREID_BROWSER_DATA=ROOT) walk a real
+    model set instead, to look at the screenshots of what users see."""
+    real = bool(os.environ.get("GENREID_BROWSER_SET"))
+    if real:
+        data = os.environ.get("GENREID_BROWSER_DATA")
+        explorer_model_set = SimpleNamespace(full=Path(os.environ["GENREID_BROWSER_SET"]),
+                                             market=Path(data) if data else None)
     binary = find_chromium()
     SCREENSHOTS.mkdir(exist_ok=True)
     for old in [*SCREENSHOTS.glob("0[1-6]-*.png"), *SCREENSHOTS.glob("failed-*.png")]:
         old.unlink()
     start = time.perf_counter()
-    with running_explorer(explorer_model_set, tmp_path / "cache") as app:
+    with running_explorer(explorer_model_set, tmp_path / "cache", timeout=300,
+                          data=explorer_model_set.market is not None,
+                          **({"num_prior": 64} if real else {})) as app:
         proc, port = start_chromium(binary, tmp_path / "profile", tmp_path / "chromium.log")
         page = None
         try:
