@@ -148,7 +148,7 @@ class GenReID:
 
     @torch.no_grad()
     def generate(self, identities, noise, steps: int | None = None,
-                 preview: bool = False) -> np.ndarray:
+                 preview: bool = False, guided_steps: int | None = None) -> np.ndarray:
         """uint8 images (B, H, W, 3) = GEN(identities (B, D), noise (B, 3, H, W)).
 
         preview=True takes the fast path (`preview_description()`): the distilled preview
@@ -163,30 +163,36 @@ class GenReID:
         generator = self._net("preview" if preview and self.has("preview") else "generator")
         if preview and steps is None and not self.has("preview"):
             steps = self.config.preview.steps
+            if guided_steps is None and self.config.preview.guided_steps:
+                guided_steps = self.config.preview.guided_steps
         out = []
         for s in self._batches(len(identities)):
             z = torch.from_numpy(noise[s]).to(self.device).contiguous(memory_format=torch.channels_last)
             ident = torch.from_numpy(identities[s]).to(self.device)
             with self._autocast():
-                x = generate(generator, ident, z, self.config.schedule, steps)
+                x = generate(generator, ident, z, self.config.schedule, steps,
+                             guided_steps=guided_steps)
             out.append(self.normalizer.decode(x))
         return np.concatenate(out) if out else np.zeros((0, h, w, 3), np.uint8)
 
     def generate_grid(self, identities, noises, steps: int | None = None,
-                      preview: bool = False) -> np.ndarray:
+                      preview: bool = False, guided_steps: int | None = None) -> np.ndarray:
         """uint8 (I, N, H, W, 3): every identity with every noise (the noise fixed per column)."""
         identities = self._as_identities(identities)
         noises = np.asarray(noises, dtype=np.float32)
         i, n = len(identities), len(noises)
         images = self.generate(np.repeat(identities, n, 0), np.tile(noises, (i, 1, 1, 1)), steps,
-                               preview)
+                               preview, guided_steps)
         return images.reshape(i, n, *images.shape[1:])
 
     def preview_description(self) -> str:
         """What generate(preview=True) uses, in words."""
         if self.has("preview"):
             return "the distilled preview network"
-        return f"the generator in {self.config.preview.steps} sampling steps"
+        p = self.config.preview
+        guided = (f", identity guidance on the first {p.guided_steps}"
+                  if p.guided_steps and self.config.generator.guidance else "")
+        return f"the generator in {p.steps} sampling steps{guided}"
 
     def _as_identities(self, identities) -> np.ndarray:
         x = np.asarray(identities, dtype=np.float32)

@@ -160,7 +160,10 @@ def model_benchmark(model: GenReID, batches=(1, 8, 64), min_seconds: float = 1.0
 
 def fast_path_name(row: dict) -> str:
     """How a quality_report row names its path."""
-    return "preview network" if row["preview"] else f"generator, {row['steps']} steps"
+    if row["preview"]:
+        return "preview network"
+    guided = row.get("guided_steps")
+    return f"generator, {row['steps']} steps" + (f", {guided} guided" if guided else "")
 
 
 def quality_report(model: GenReID, side_by_side: str | None = None,
@@ -173,18 +176,22 @@ def quality_report(model: GenReID, side_by_side: str | None = None,
     from .images import image_grid
 
     full_steps = model.config.schedule.steps
-    paths = [(False, s) for s in sorted({2, 3, 4, 5, 6, model.config.preview.steps}) if s < full_steps]
+    shipped = (model.config.preview.steps, model.config.preview.guided_steps or None)
+    paths = [(False, s, None) for s in sorted({2, 3, 4, 5, 6, shipped[0]}) if s < full_steps]
+    if model.config.generator.guidance:  # guidance on the first steps only
+        early = {(3, 1), (3, 2), (4, 2)} | ({shipped} if shipped[1] else set())
+        paths += [(False, s, g) for s, g in sorted(early) if g < s < full_steps]
     if model.has("preview"):
-        paths.append((True, None))
+        paths.append((True, None, None))
     rows, pictures = [], []
-    for preview, steps in paths:
-        r = fast_path_quality(model, steps=steps, preview=preview)
+    for preview, steps, guided in paths:
+        r = fast_path_quality(model, steps=steps, preview=preview, guided_steps=guided)
         full, fast = r.pop("grids")
         rows.append(r)
         log(f"  {fast_path_name(r)}: picture gap "
             f"{r['picture_gap']:.4f}, identity mAP {r.get('map_fast', float('nan')):.3f} "
             f"(full: {r.get('map_full', float('nan')):.3f})")
-        if preview or steps == model.config.preview.steps:
+        if preview or (steps, guided) == shipped:
             pictures = [full, fast]
     if side_by_side and pictures:
         grids = [image_grid(g[:8].reshape(-1, *g.shape[2:]), min(8, len(g))) for g in pictures]

@@ -58,6 +58,9 @@ class PreviewConfig:
     """
 
     steps: int = 4  # sampling steps of a preview drawn by the full generator
+    # Identity guidance on only the first `guided_steps` preview steps (0: on all): the early,
+    # high-noise steps lay out the person; the later ones then cost one pass instead of two.
+    guided_steps: int = 0
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(block_depth=1))
     # The full generator's guidance the preview network was distilled with (set by training).
     distilled_guidance: float = 0.0
@@ -120,6 +123,9 @@ class ModelSetConfig:
             raise ValueError(f"generator.guidance must be within [0, 20], not {self.generator.guidance}")
         if not 1 <= self.preview.steps <= 1000:
             raise ValueError(f"preview.steps must be within 1..1000, not {self.preview.steps}")
+        if not 0 <= self.preview.guided_steps <= self.preview.steps:
+            raise ValueError(f"preview.guided_steps must be within 0..preview.steps, not "
+                             f"{self.preview.guided_steps}")
         if self.generator.id_init not in ("uniform", "pca"):
             raise ValueError(f"generator.id_init must be 'uniform' or 'pca', "
                              f"not {self.generator.id_init!r}")

@@ -65,7 +65,8 @@ def generated_retrieval_map(features: np.ndarray, labels: np.ndarray) -> float:
 
 
 def fast_path_quality(model, identities: int = 32, noises: int = 6, seed: int = 0,
-                      steps: int | None = None, preview: bool = True) -> dict:
+                      steps: int | None = None, preview: bool = True,
+                      guided_steps: int | None = None) -> dict:
     """What a faster path (the preview network, fewer sampling steps, or both) costs in
     quality, on a grid of training identities x noises, against the full generator at the
     set's steps: the mean absolute pixel difference (in [0, 1]), and the identity retrieval mAP of each
@@ -73,12 +74,13 @@ def fast_path_quality(model, identities: int = 32, noises: int = 6, seed: int = 
     rows = _training_rows(model, identities, seed)
     ids, z = model.table_identities(rows), model.noise(noises, seed=seed)
     full = model.generate_grid(ids, z)
-    fast = model.generate_grid(ids, z, steps=steps, preview=preview)
+    fast = model.generate_grid(ids, z, steps=steps, preview=preview, guided_steps=guided_steps)
     labels = np.repeat(np.arange(len(rows)), noises)
     flat = lambda g: g.reshape(-1, *g.shape[2:])  # noqa: E731
     out = {"picture_gap": float(np.abs(full.astype(np.float32) - fast).mean() / 255.0),
            "identities": len(rows), "noises": noises,
-           "steps": steps or model.config.schedule.steps, "preview": preview}
+           "steps": steps or model.config.schedule.steps, "preview": preview,
+           "guided_steps": guided_steps}
     if model.has("img2id"):
         out["map_full"] = generated_retrieval_map(model.encode(flat(full)), labels)
         out["map_fast"] = generated_retrieval_map(model.encode(flat(fast)), labels)

@@ -225,3 +225,27 @@ def test_generated_retrieval_map_extremes():
     mixed = np.array([[0.0], [5.0], [0.1], [5.1]])  # each picture nearest to the other person
     # by hand: the true match comes 2nd, 3rd, 3rd and 2nd -> APs 1/2, 1/3, 1/3, 1/2
     assert generated_retrieval_map(mixed, labels) == pytest.approx((0.5 + 1 / 3) / 2)
+
+
+def test_guidance_on_the_first_steps_only(explorer_model_set):
+    """guided_steps=k guides the first k sampling steps and predicts plainly after: all steps
+    guided is the default path, none guided is the unguided generator."""
+    from core.api import GenReID
+
+    model = GenReID.load(explorer_model_set.full, device="cpu", precision="fp32")
+    ids, z = model.table_identities([0, 1]), model.noise(2, seed=3)
+    assert model.config.generator.guidance > 0
+    every = model.generate(ids, z, steps=3)
+    assert np.array_equal(model.generate(ids, z, steps=3, guided_steps=3), every)
+    first = model.generate(ids, z, steps=3, guided_steps=1)
+    assert not np.array_equal(first, every)
+    model.config.generator.guidance = 0.0
+    np.testing.assert_array_equal(model.generate(ids, z, steps=3, guided_steps=0),
+                                  model.generate(ids, z, steps=3))
+    model.config.generator.guidance = 2.0
+    model.config.preview.guided_steps = 1
+    del model.networks["preview"]  # the tiny set has one: preview with the generator instead
+    assert "guidance on the first 1" in model.preview_description()
+    np.testing.assert_array_equal(model.generate(ids, z, preview=True),
+                                  model.generate(ids, z, steps=model.config.preview.steps,
+                                                 guided_steps=1))
