@@ -206,8 +206,11 @@ def test_quality_report_measures_each_fast_path(models, tmp_path):
     _, model = models
     out = tmp_path / "side.png"
     rows = bench.quality_report(model, str(out), log=lambda _: None)
-    steps = [r["steps"] for r in rows if not r["preview"]]
+    steps = [r["steps"] for r in rows if not r["preview"] and not r["guided_steps"]]
     assert steps == sorted(steps) and max(steps) < model.config.schedule.steps
+    early = [r for r in rows if r["guided_steps"]]  # guidance on the first steps only
+    assert early and all(0 < r["guided_steps"] < r["steps"] for r in early)
+    assert "guided" in bench.format_bench({"quality": early})
     assert rows[-1]["preview"]  # the set has a preview network: measured last
     for r in rows:
         assert 0 <= r["picture_gap"] <= 1 and 0 <= r["map_fast"] <= 1 and 0 <= r["map_full"] <= 1
