@@ -568,7 +568,7 @@ def decompose(state: ExplorerState, upload: str | None = None, picture: int = 0,
     strip = render.strip([parts.image[0], noise_picture, recon,
                           render.error_map(parts.image[0], recon)],
                          [f"input\n{caption}", "noise\n(clipped ±2.5)", "regenerated\nGEN(noise, id)",
-                          f"|error| x 4\nMAE {error:.3f}"])
+                          f"|error| x 4\nMAE {error:.3f}"], [render.EDGE] * 4)
     vector = parts.identity[0]
     rows, dists = state.nearest_training(vector, 5)
     near = ", ".join(f"{state.train_keys[r]} ({d:.3f})" for r, d in zip(rows, dists, strict=True))
