@@ -217,8 +217,10 @@ class GenReID:
         return np.stack([prepare_image(p, size) for p in pictures])
 
     @torch.no_grad()
-    def encode(self, pictures, flip: bool = False) -> np.ndarray:
-        """Identity vectors (N, D) of pictures; flip=True averages with the mirrored picture."""
+    def encode(self, pictures, flip: bool | None = None) -> np.ndarray:
+        """Identity vectors (N, D) of pictures; flip=True averages with the mirrored picture
+        (default: the set's `img2id.flip`)."""
+        flip = self.config.img2id.flip if flip is None else flip
         images = self.prepare(pictures)
         img2id = self._net("img2id")
         out = []
@@ -232,13 +234,13 @@ class GenReID:
         return np.concatenate(out)
 
     def index_gallery(self, pictures, pids=None, camids=None, names=None, kind: str = "auto",
-                      flip: bool = False) -> GalleryIndex:
+                      flip: bool | None = None) -> GalleryIndex:
         """A searchable gallery of pictures' identities (`core.index`: exact up to 100,000
         pictures, FAISS HNSW beyond, or the kind named). Labels are optional."""
         return GalleryIndex.build(self.encode(pictures, flip=flip), pids, camids, names, kind)
 
     def retrieve(self, pictures, gallery: GalleryIndex, k: int = 10,
-                 flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                 flip: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(distances, gallery rows), each (N, k), of the k gallery entries nearest to each
         picture's identity."""
         return gallery.search(self.encode(pictures, flip=flip), k)

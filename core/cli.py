@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--features", default=None, help="save the features to this .npz")
-    p.add_argument("--flip", action="store_true", help="average features with the mirrored image")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average features with the mirrored image (default: the set's img2id.flip)")
     add_index_options(p)
     p.add_argument("--top", type=int, default=100,
                    help="with an approximate index: how many matches each query ranks (default 100)")
@@ -152,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset root (its bounding_box_test/) or any Market-1501 style folder")
     p.add_argument("--out", default=None, help="index folder (default: <checkpoint>/gallery)")
     add_index_options(p)
-    p.add_argument("--flip", action="store_true", help="average features with the mirrored image")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average features with the mirrored image (default: the set's img2id.flip)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])

@@ -82,6 +82,9 @@ class Img2IDConfig:
     # 0: flatten the bottleneck into the dense layers; N > 0: first a 1x1 conv to N channels,
     # which keeps the spatial layout (upper vs lower body) at a fraction of the weights.
     head_channels: int = 64
+    # At inference, average the identity of each picture and of its mirror image (test-time
+    # flip; twice the encoding cost). `encode(..., flip=...)` and `--flip/--no-flip` override.
+    flip: bool = False
 
 
 @dataclass

@@ -14,7 +14,7 @@ from .index import GalleryIndex
 from .metrics import ranking_summary
 
 
-def evaluate(model: GenReID, root: str, batch_size: int = 128, flip: bool = False,
+def evaluate(model: GenReID, root: str, batch_size: int = 128, flip: bool | None = None,
              features_out: str | None = None, index: str = "auto", top: int = 100) -> dict:
     """The `standard` (Market-1501) and `paper` protocol metrics on root's query + gallery.
 
@@ -38,7 +38,7 @@ def evaluate(model: GenReID, root: str, batch_size: int = 128, flip: bool = Fals
     return result
 
 
-def encode_split(model: GenReID, images: np.ndarray, flip: bool = False) -> np.ndarray:
+def encode_split(model: GenReID, images: np.ndarray, flip: bool | None = None) -> np.ndarray:
     """Identity features (N, D) of many pictures, in batches; under torchrun each process
     encodes its own contiguous part and every process receives all of them, in order."""
     ctx = distributed.context()

@@ -6,7 +6,7 @@
 Pictures are read and encoded a chunk at a time (never the whole gallery in memory); under
 torchrun each process encodes its own contiguous share of the files and rank 0 builds and
 saves the index. The index records what it was made from (the set's Img2ID weights, the
-folder, flip), so the explorer can tell a stale one from a good one.
+folder, the flip setting), so the explorer can tell a stale one from a good one.
 """
 
 from __future__ import annotations
@@ -26,11 +26,13 @@ from .index import GalleryIndex
 CHUNK = 2048  # pictures decoded at a time (12 MB at 64x32)
 
 
-def encoder_fingerprint(model: GenReID) -> dict:
-    """What the vectors depend on: the set's Img2ID weight files (by SHA-256) and image size."""
+def encoder_fingerprint(model: GenReID, flip: bool | None = None) -> dict:
+    """What the vectors depend on: the set's Img2ID weight files (by SHA-256), the image size
+    and whether pictures were averaged with their mirror image (default: the set's choice)."""
     manifest = ckpt.read_manifest(model.folder) or {}
     return {"img2id": {n: manifest.get(n, "") for n in ckpt.part_files(model.folder, "img2id")},
-            "image_size": list(model.image_size)}
+            "image_size": list(model.image_size),
+            "flip": bool(model.config.img2id.flip if flip is None else flip)}
 
 
 def gallery_folder(data: str | os.PathLike, split: str = "gallery") -> Path:
@@ -41,7 +43,7 @@ def gallery_folder(data: str | os.PathLike, split: str = "gallery") -> Path:
     return data
 
 
-def encode_folder(model: GenReID, folder: str | os.PathLike, flip: bool = False,
+def encode_folder(model: GenReID, folder: str | os.PathLike, flip: bool | None = None,
                   chunk: int = CHUNK) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(vectors, pids, camids, file names) of every picture in a Market-1501 style folder."""
     ctx = distributed.context()
@@ -61,10 +63,11 @@ def encode_folder(model: GenReID, folder: str | os.PathLike, flip: bool = False,
 
 
 def build_gallery_index(model: GenReID, data: str | os.PathLike, out: str | os.PathLike | None,
-                        kind: str = "auto", flip: bool = False, split: str = "gallery") -> GalleryIndex:
+                        kind: str = "auto", flip: bool | None = None,
+                        split: str = "gallery") -> GalleryIndex:
     folder = gallery_folder(data, split)
     vectors, pids, camids, names = encode_folder(model, folder, flip)
-    meta = {"source": str(folder.resolve()), "flip": flip, "encoder": encoder_fingerprint(model)}
+    meta = {"source": str(folder.resolve()), "encoder": encoder_fingerprint(model, flip)}
     index = GalleryIndex.build(vectors, pids, camids, names, kind, meta=meta)
     if out is not None and distributed.context().main:
         index.save(out)
@@ -76,8 +79,8 @@ def load_gallery_index(folder: str | os.PathLike, model: GenReID) -> GalleryInde
     index = GalleryIndex.load(folder)
     if index.meta.get("encoder") != encoder_fingerprint(model):
         raise ValueError(f"the gallery index in {folder} was encoded by another Img2ID than "
-                         f"{model.folder}'s: rebuild it with `genreid index --checkpoint "
-                         f"{model.folder} --data ...`")
+                         f"{model.folder}'s (or with another flip setting): rebuild it with "
+                         f"`genreid index --checkpoint {model.folder} --data ...`")
     if index.dim != model.id_dim:
         raise ValueError(f"the gallery index in {folder} holds {index.dim}-d vectors, the model "
                          f"{model.id_dim}-d")

@@ -132,7 +132,11 @@ def test_genreid_index_writes_an_index_the_set_can_load(explorer_model_set, tmp_
     split = load_split(explorer_model_set.market / "bounding_box_test", model.image_size)
     assert index.names == list(split.names)
     np.testing.assert_allclose(index.vectors, model.encode(split.images), atol=1e-5)
-    # An index made by another encoder is refused, not silently used.
+    # An index made by another encoder, or with another flip setting, is refused.
+    model.config.img2id.flip = True
+    with pytest.raises(ValueError, match="flip"):
+        load_gallery_index(out, model)
+    model.config.img2id.flip = False
     meta = json.loads((out / "meta.json").read_text())
     meta["encoder"]["img2id"] = {"img2id-0000.safetensors": "feed"}
     (out / "meta.json").write_text(json.dumps(meta))

@@ -314,6 +314,12 @@ def test_encode_shapes_and_picture_kinds(model, pictures):
     flip = model.encode(pictures, flip=True)
     mirrored = model.encode(pictures[:, :, ::-1].copy())
     np.testing.assert_allclose(flip, 0.5 * (v + mirrored), atol=1e-5)
+    model.config.img2id.flip = True  # the set's own choice, when the call makes none
+    try:
+        np.testing.assert_array_equal(model.encode(pictures), flip)
+        np.testing.assert_allclose(model.encode(pictures, flip=False), v, atol=1e-5)
+    finally:
+        model.config.img2id.flip = False
     with pytest.raises(ValueError):
         model.encode([])
 
