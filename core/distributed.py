@@ -78,6 +78,18 @@ class Context:
         dist.all_gather_object(parts, x)  # small arrays (features): pickled through the backend
         return np.concatenate(parts)
 
+    def check_same(self, value, what: str) -> None:
+        """Raise on every rank unless all ranks hold the same value (e.g. the step they resume
+        from: several nodes must share the work folder)."""
+        if not self.active:
+            return
+        values: list = [None] * self.world
+        dist.all_gather_object(values, value)
+        if any(v != values[0] for v in values):
+            raise ValueError(f"the processes disagree on {what} ({values}, by rank): on several "
+                             "machines the work folder, the output folder and the data must be "
+                             "on a file system that every machine sees")
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier()

@@ -187,6 +187,7 @@ class Trainer:
             self.rng.set_state(rng["batch"])
             torch.set_rng_state(rng["torch"])
             self.say(f"resuming {self.part} from step {start} in {self.work_dir}")
+        self.dist.check_same(start, "the step to resume from")
         if start >= self.opt.steps:
             self.say(f"{self.part}: already trained for {start} steps (asked {self.opt.steps})")
             if self.dist.main:
@@ -417,6 +418,7 @@ class ModelSetTrainer(Trainer):
             bank = {k: torch.cat(v).contiguous() for k, v in parts.items()}
             ckpt.atomic_write(path, lambda p: save_file(bank, str(p)))
         self.dist.barrier()
+        self.dist.check_same(path.is_file(), f"whether the bank {path.name} is there")
         self.bank = {k: v.to(self.device) for k, v in load_file(str(path)).items()}
 
     @torch.no_grad()

@@ -220,3 +220,25 @@ def test_gallery_index_encoded_by_two_processes_is_the_single_process_one(tiny, 
     one, two = GalleryIndex.load(tmp_path / "one"), GalleryIndex.load(tmp_path / "two")
     assert one.names == two.names
     np.testing.assert_allclose(two.vectors, one.vectors, rtol=0, atol=1e-6)
+
+
+def test_processes_that_see_different_work_folders_stop_with_a_reason(tiny, tmp_path):
+    """Several machines without a shared file system: rank 0 would resume, rank 1 start afresh
+    (emulated on one machine by giving rank 1 another work folder). Both stop, saying why."""
+    root, market = tiny
+    work = tmp_path / "runs" / "generator"
+    args = ["train", "generator", "--data", str(market / "bounding_box_train"), "--out",
+            str(tmp_path / "set"), "--config", str(root / "tiny.json"), "--batch-size", "4",
+            "--save-every", "2", "--device", "cpu"]
+    assert cli.main(args + ["--steps", "2", "--work-dir", str(work)]) == 0
+    script = tmp_path / "split.py"
+    script.write_text(
+        "import os, sys\n"
+        "from core import cli\n"
+        f"work = {str(work)!r} if os.environ['RANK'] == '0' else {str(tmp_path / 'elsewhere')!r}\n"
+        f"sys.exit(cli.main({args!r} + ['--steps', '4', '--work-dir', work]))\n")
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", str(script)], capture_output=True, text=True,
+                          timeout=240, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode != 0
+    assert "disagree on the step to resume from" in done.stdout + done.stderr
