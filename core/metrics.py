@@ -70,6 +70,17 @@ def evaluate_rank(
     With ``remove_same_camera`` gallery items with the query's pid *and*
     camid are dropped (standard protocol); otherwise nothing is dropped.
     """
+    if max_rank < 1:
+        raise ValueError(f"max_rank must be >= 1, got {max_rank}")
+    distmat, q_pids, g_pids, q_camids, g_camids = _checked(distmat, q_pids, g_pids, q_camids,
+                                                            g_camids)
+    order = np.argsort(distmat, axis=1, kind="stable")
+    return evaluate_ranking(order, q_pids, g_pids, q_camids, g_camids, max_rank,
+                            remove_same_camera)
+
+
+def _checked(distmat, q_pids, g_pids, q_camids, g_camids):
+    """The inputs as arrays, after checking that their shapes agree with distmat's."""
     distmat = np.asarray(distmat, dtype=np.float64)
     if distmat.ndim != 2:
         raise ValueError(
@@ -78,16 +89,8 @@ def evaluate_rank(
     num_q, num_g = distmat.shape
     if num_q == 0 or num_g == 0:
         raise ValueError(f"distmat must be non-empty, got shape {distmat.shape}")
-    if max_rank < 1:
-        raise ValueError(f"max_rank must be >= 1, got {max_rank}")
-    q_pids = _as_1d("q_pids", q_pids, num_q)
-    q_camids = _as_1d("q_camids", q_camids, num_q)
-    g_pids = _as_1d("g_pids", g_pids, num_g)
-    g_camids = _as_1d("g_camids", g_camids, num_g)
-
-    order = np.argsort(distmat, axis=1, kind="stable")
-    return evaluate_ranking(order, q_pids, g_pids, q_camids, g_camids, max_rank,
-                            remove_same_camera)
+    return (distmat, _as_1d("q_pids", q_pids, num_q), _as_1d("g_pids", g_pids, num_g),
+            _as_1d("q_camids", q_camids, num_q), _as_1d("g_camids", g_camids, num_g))
 
 
 def evaluate_ranking(
@@ -191,10 +194,8 @@ def retrieval_summary(
     g_camids: np.ndarray,
 ) -> dict:
     """mAP and rank-1/5/10/20 under the standard and paper protocols."""
-    distmat = np.asarray(distmat, dtype=np.float64)
-    if distmat.ndim != 2 or 0 in distmat.shape:
-        raise ValueError(f"distmat must be non-empty and 2-D, got shape {distmat.shape}")
-    evaluate_rank(distmat[:1], q_pids[:1], g_pids, q_camids[:1], g_camids)  # checks the shapes
+    distmat, q_pids, g_pids, q_camids, g_camids = _checked(distmat, q_pids, g_pids, q_camids,
+                                                            g_camids)
     order = np.argsort(distmat, axis=1, kind="stable")
     return ranking_summary(order, q_pids, g_pids, q_camids, g_camids)
 

@@ -172,3 +172,11 @@ def test_no_valid_query_raises():
         evaluate_rank(np.array([[0.1, 0.2]]), [1], [1, 2], [0], [0, 1])
     with pytest.raises(ValueError, match="no valid query"):
         retrieval_summary(np.array([[0.1, 0.2]]), [1], [1, 2], [0], [0, 1])
+
+
+def test_retrieval_summary_skips_a_first_query_without_a_match():
+    # query 0 (pid 9) has no match in the gallery; query 1 finds its match first
+    s = retrieval_summary(np.array([[0.1, 0.2], [0.3, 0.1]]), [9, 2], [1, 2], [0, 0], [1, 1])
+    assert s["standard"]["mAP"] == 1.0 and s["paper"]["rank1"] == 1.0
+    with pytest.raises(ValueError, match="q_pids"):
+        retrieval_summary(np.zeros((2, 2)), [1], [1, 2], [0, 0], [1, 1])
