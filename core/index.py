@@ -44,8 +44,8 @@ def _faiss():
     try:
         import faiss
     except ImportError:
-        raise GalleryIndexError("FAISS is not installed: pip install faiss-cpu (or faiss-gpu), or use "
-                          "--index exact") from None
+        raise GalleryIndexError("FAISS is not installed: pip install faiss-cpu (or faiss-gpu), "
+                                "or use --index exact") from None
     return faiss
 
 
@@ -75,7 +75,7 @@ class GalleryIndex:
     recall_at_10: float = 1.0
     meta: dict = field(default_factory=dict)  # what it was made from (model set, data)
     build_s: float = 0.0
-    _faiss_index: object = None  # the FAISS structure (or, for "exact", float64 vectors and norms)
+    _structure: object = None  # FAISS's index, or for "exact" the float64 vectors and their norms
 
     # ----------------------------------------------------------------- build
     @classmethod
@@ -92,8 +92,8 @@ class GalleryIndex:
         camids = np.full(n, -1, np.int64) if camids is None else np.asarray(camids, np.int64)
         names = [f"#{i}" for i in range(n)] if names is None else [str(s) for s in names]
         if not len(pids) == len(camids) == len(names) == n:
-            raise GalleryIndexError(f"{n} vectors but {len(pids)} person ids, {len(camids)} cameras "
-                              f"and {len(names)} names")
+            raise GalleryIndexError(f"{n} vectors but {len(pids)} person ids, {len(camids)} "
+                                    f"cameras and {len(names)} names")
         index = cls(vectors, pids, camids, names, pick_kind(kind, n), hnsw or HNSWParams(),
                     meta=dict(meta or {}))
         start = time.perf_counter()
@@ -106,7 +106,7 @@ class GalleryIndex:
     def _make_structure(self) -> None:
         if self.kind == "exact":  # float64 as the metrics compute, converted once
             g = self.vectors.astype(np.float64)
-            self._faiss_index = (g, np.einsum("ij,ij->i", g, g))
+            self._structure = (g, np.einsum("ij,ij->i", g, g))
             return
         faiss = _faiss()
         d = self.vectors.shape[1]
@@ -120,7 +120,7 @@ class GalleryIndex:
             index.hnsw.efConstruction = self.hnsw.ef_construction
             index.add(self.vectors)
             index.hnsw.efSearch = self.hnsw.ef_search
-        self._faiss_index = index
+        self._structure = index
 
     # ----------------------------------------------------------------- search
     def __len__(self) -> int:
@@ -146,8 +146,8 @@ class GalleryIndex:
             raise GalleryIndexError("queries contain NaN or infinite values")
         if k is None:
             if not self.exact:
-                raise GalleryIndexError("an approximate (hnsw) index returns the top k, not a whole "
-                                  "ranking: pass k, or build an exact index")
+                raise GalleryIndexError("an approximate (hnsw) index returns the top k, not a "
+                                        "whole ranking: pass k, or build an exact index")
             k = len(self)
         if k < 1:
             raise GalleryIndexError(f"k must be >= 1, got {k}")
@@ -156,11 +156,11 @@ class GalleryIndex:
             chunk = max(1, 2**24 // len(self))  # at most 128 MB of distances at a time
             parts = [self._exact(q[i:i + chunk], k) for i in range(0, len(q), chunk)]
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        squared, rows = self._faiss_index.search(np.ascontiguousarray(q), k)
+        squared, rows = self._structure.search(np.ascontiguousarray(q), k)
         return np.sqrt(np.maximum(squared, 0.0)).astype(np.float64), rows.astype(np.int64)
 
     def _exact(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        g, g_sq = self._faiss_index
+        g, g_sq = self._structure
         d = euclidean_distances(q, g, gallery_sq_norms=g_sq)
         if k < len(self):  # partial sort first: O(N) per query instead of O(N log N)
             part = np.argpartition(d, k - 1, axis=1)[:, :k]
@@ -205,7 +205,7 @@ class GalleryIndex:
                   str(tmp / "gallery.safetensors"))
         (tmp / "names.txt").write_text("".join(f"{name}\n" for name in self.names))
         if self.kind == "hnsw":
-            _faiss().write_index(self._faiss_index, str(tmp / "hnsw.faiss"))
+            _faiss().write_index(self._structure, str(tmp / "hnsw.faiss"))
         meta = {"format": FORMAT, "kind": self.kind, "size": len(self), "dim": self.dim,
                 "recall_at_10": self.recall_at_10, "hnsw": vars(self.hnsw), **self.meta}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
@@ -225,8 +225,8 @@ class GalleryIndex:
             arrays = load_file(str(folder / "gallery.safetensors"))
             names = (folder / "names.txt").read_text().splitlines()
         except FileNotFoundError as e:
-            raise GalleryIndexError(f"{folder} is not a gallery index (missing {Path(e.filename).name}); "
-                              "build one with `genreid index`") from None
+            raise GalleryIndexError(f"{folder} is not a gallery index (missing "
+                                    f"{Path(e.filename).name}); build one with `genreid index`") from None
         except (OSError, ValueError) as e:
             raise GalleryIndexError(f"cannot read the gallery index in {folder}: {e}") from None
         if meta.get("format") != FORMAT:
@@ -242,10 +242,10 @@ class GalleryIndex:
             raise GalleryIndexError(f"{folder}: {len(index.vectors)} vectors but {len(index.names)} names")
         if kind == "hnsw":
             try:
-                index._faiss_index = _faiss().read_index(str(folder / "hnsw.faiss"))
+                index._structure = _faiss().read_index(str(folder / "hnsw.faiss"))
             except RuntimeError as e:
                 raise GalleryIndexError(f"cannot read {folder / 'hnsw.faiss'}: {e}") from None
-            index._faiss_index.hnsw.efSearch = hnsw.ef_search
+            index._structure.hnsw.efSearch = hnsw.ef_search
         else:
             index._make_structure()
         return index
