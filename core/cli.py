@@ -62,10 +62,17 @@ def add_train_options(p: argparse.ArgumentParser, steps: int, batch: int, lr: fl
                         "(SyncBatchNorm) instead of each process's shard")
 
 
-def add_index_options(p: argparse.ArgumentParser) -> None:
+def add_encoding_options(p: argparse.ArgumentParser) -> None:
+    """How a gallery is encoded and searched (eval, index)."""
     p.add_argument("--index", default="auto", choices=["auto", "exact", "flat", "hnsw"],
                    help="gallery search: exact (NumPy), flat (FAISS, exact), hnsw (FAISS, "
                         "approximate); auto = exact up to 100,000 vectors, else hnsw")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="average features with the mirrored image (default: the set's img2id.flip)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="inference precision (auto: bf16 where the hardware has it)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,15 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--features", default=None, help="save the features to this .npz")
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="average features with the mirrored image (default: the set's img2id.flip)")
-    add_index_options(p)
+    add_encoding_options(p)
     p.add_argument("--top", type=int, default=100,
                    help="with an approximate index: how many matches each query ranks (default 100)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
-                   help="inference precision (auto: bf16 where the hardware has it)")
 
     p = sub.add_parser("index", help="encode a gallery folder into a saved gallery index "
                        "(for large galleries, and for the explorer to load instead of encoding)")
@@ -152,12 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True,
                    help="dataset root (its bounding_box_test/) or any Market-1501 style folder")
     p.add_argument("--out", default=None, help="index folder (default: <checkpoint>/gallery)")
-    add_index_options(p)
-    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="average features with the mirrored image (default: the set's img2id.flip)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    add_encoding_options(p)
 
     p = sub.add_parser("sample", help="write a grid: identities (rows) x noises (columns)")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
