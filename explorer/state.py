@@ -320,15 +320,13 @@ class ExplorerState:
         # A saved gallery index (`genreid index`): its vectors instead of encoding the gallery.
         # "auto" takes <checkpoint>/gallery when it is there and belongs to this set.
         self.saved_gallery: GalleryIndex | None = None
-        self.gallery_note = ""
         if gallery == "auto":
             candidate = self.folder / "gallery"
             if (candidate / "meta.json").is_file() and model.has("img2id"):
                 try:
                     self.saved_gallery = load_gallery_index(candidate, model)
                 except ValueError as e:
-                    self.gallery_note = f"ignored {candidate.name}/: {e}"
-                    warnings.warn(self.gallery_note, stacklevel=2)
+                    warnings.warn(f"ignored {candidate.name}/: {e}", stacklevel=2)
         elif gallery:
             self.require("img2id")
             self.saved_gallery = load_gallery_index(gallery, model)
