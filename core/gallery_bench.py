@@ -3,8 +3,7 @@
 For each size: build the index the size calls for (or the kind asked), then answer single
 queries one at a time, as the explorer and an API user do, and report build time, memory,
 query latency p50/p95 and recall@10 against exact search on the same queries. Queries are
-gallery vectors moved by Gaussian noise (a quarter of the gallery's spread), drawn apart
-from the ones the index measured its own recall on.
+`core.index.perturbed_queries`, with another seed than the index's own recall estimate.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .index import GalleryIndex, recall_at
+from .index import GalleryIndex, perturbed_queries, recall_at
 
 
 def rss_mb() -> float | None:
@@ -40,13 +39,6 @@ def random_identities(n: int, dim: int, mean: np.ndarray | None = None, std: np.
     return x
 
 
-def query_vectors(vectors: np.ndarray, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    take = rng.choice(len(vectors), min(n, len(vectors)), replace=False)
-    noise = rng.standard_normal((len(take), vectors.shape[1])).astype(np.float32)
-    return vectors[take] + noise * (0.25 * vectors.std(0))
-
-
 def gallery_benchmark(sizes: list[int], make_vectors: Callable[[int], np.ndarray],
                       kind: str = "auto", queries: int = 200, k: int = 10,
                       log: Callable[[str], None] = print) -> list[dict]:
@@ -57,7 +49,7 @@ def gallery_benchmark(sizes: list[int], make_vectors: Callable[[int], np.ndarray
         before = rss_mb()
         index = GalleryIndex.build(vectors, kind=kind)
         after = rss_mb()
-        q = query_vectors(vectors, queries, seed=size + 1)
+        q = perturbed_queries(vectors, queries, seed=size + 1)
         index.search(q[:1], k)  # warm-up
         times = []
         for row in q:

@@ -171,13 +171,8 @@ class GalleryIndex:
         return np.take_along_axis(d, order, 1), order
 
     def measure_recall(self, n: int = 256, seed: int = 0) -> float:
-        """recall@10 against exact search, on n queries made like real ones: gallery vectors
-        moved by Gaussian noise of a quarter of the gallery's spread in each dimension."""
-        rng = np.random.default_rng(seed)
-        take = rng.choice(len(self), min(n, len(self)), replace=False)
-        queries = self.vectors[take] + rng.normal(size=(len(take), self.dim)).astype(np.float32) \
-            * (0.25 * self.vectors.std(0))
-        return recall_at(self, queries, 10)
+        """recall@10 against exact search, on n `perturbed_queries` of the gallery."""
+        return recall_at(self, perturbed_queries(self.vectors, n, seed), 10)
 
     @property
     def memory_bytes(self) -> int:
@@ -249,6 +244,15 @@ class GalleryIndex:
         else:
             index._make_structure()
         return index
+
+
+def perturbed_queries(vectors: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """n queries made like real ones: gallery vectors (drawn without replacement) moved by
+    Gaussian noise of a quarter of the gallery's spread in each dimension."""
+    rng = np.random.default_rng(seed)
+    take = rng.choice(len(vectors), min(n, len(vectors)), replace=False)
+    noise = rng.standard_normal((len(take), vectors.shape[1])).astype(np.float32)
+    return vectors[take] + noise * (0.25 * vectors.std(0))
 
 
 def recall_at(index: GalleryIndex, queries: np.ndarray, k: int = 10) -> float:
