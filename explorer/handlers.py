@@ -491,8 +491,7 @@ def retrieve(state: ExplorerState, upload: str | None = None, query: int = 0,
     q = state.compute(state.model.encode, image[None])
     # The whole ranking from an exact index; an approximate one ranks its top RANKED_APPROX.
     ranked, order = index.search(q, None if index.exact else max(k, RANKED_APPROX))
-    ranked, order = ranked[0], order[0]
-    d = dict(zip(order.tolist(), ranked.tolist()))
+    ranked, order = ranked[0], order[0]  # ranked[r]: the distance of the r-th match, order[r]
     known = label is not None
     ranked_labels = gallery.labels[order]
     lines = []
@@ -529,12 +528,12 @@ def retrieve(state: ExplorerState, upload: str | None = None, query: int = 0,
             frames.append(render.GREY)
         else:
             frames.append(render.GREEN if gallery.labels[j] == label else render.RED)
-        captions.append(f"#{r + 1}  d = {d[j]:.3f}\n{gallery.who[j]}")
+        captions.append(f"#{r + 1}  d = {ranked[r]:.3f}\n{gallery.who[j]}")
     picture = render.strip([image] + [gallery.images[j] for j in top], captions, frames)
 
     def match(j):
         return "?" if not known else ("yes" if gallery.labels[j] == label else "no")
-    table = pd.DataFrame([[r + 1, int(j), gallery.who[j], round(float(d[j]), 4), match(j),
+    table = pd.DataFrame([[r + 1, int(j), gallery.who[j], round(float(ranked[r]), 4), match(j),
                            gallery.names[j]] for r, j in enumerate(top)],
                          columns=["rank", "gallery index", "person", "distance", "right person",
                                   "picture"])
@@ -542,7 +541,7 @@ def retrieve(state: ExplorerState, upload: str | None = None, query: int = 0,
     files = [render.save_png(picture, out / "retrieval.png"),
              _save_csv(out / "ranking.csv", ["rank", "gallery index", "picture", "person", "distance",
                                              "right person"],
-                       [[r + 1, int(j), gallery.names[j], gallery.who[j], f"{d[j]:.6g}", match(j)]
+                       [[r + 1, int(j), gallery.names[j], gallery.who[j], f"{ranked[r]:.6g}", match(j)]
                         for r, j in enumerate(order.tolist())]),
              str(out / "query_identity.npy")]
     np.save(out / "query_identity.npy", q[0])
