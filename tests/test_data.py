@@ -233,7 +233,7 @@ def test_pack_round_trip(market_dir, tmp_path):
     assert pack_split(folder, out) == 8
     assert sorted(os.listdir(out.parent)) == ["gallery.npz"]  # no temporary left behind
     with np.load(out, allow_pickle=False) as z:  # plain arrays only
-        assert z["jpeg"].dtype == np.uint8 and z["offsets"].dtype == np.int64
+        assert z["sheets"].dtype == np.uint8 and z["offsets"].dtype == np.int64
     direct, packed = load_split(folder), load_split(out)
     assert packed.names == direct.names
     assert np.array_equal(packed.pids, direct.pids) and np.array_equal(packed.camids, direct.camids)
@@ -241,6 +241,47 @@ def test_pack_round_trip(market_dir, tmp_path):
     diff = np.abs(packed.images.astype(int) - direct.images.astype(int)).mean()
     assert diff < 3, diff
     assert load_split(str(out), size=(64, 32)).names == direct.names
+
+
+def test_pack_tiles_hold_the_pixels_of_each_image_alone(market_dir, tmp_path, monkeypatch):
+    """Sheets of 2 x 2 tiles: 8 gallery images span two sheets; each tile decodes to exactly
+    the pixels of that image's own JPEG (its blocks never mix with a neighbour's)."""
+    import io
+
+    import core.data as data
+    monkeypatch.setattr(data, "PACK_SHEET", 2)
+    folder, out = market_dir / "bounding_box_test", tmp_path / "g.npz"
+    assert pack_split(folder, out, quality=90) == 8
+    with np.load(out, allow_pickle=False) as z:
+        assert len(z["offsets"]) == 3  # two sheets
+    direct, packed = load_split(folder), load_split(out)
+    for img, got in zip(direct.images, packed.images, strict=True):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, "JPEG", quality=90, subsampling=0)
+        assert np.array_equal(np.asarray(Image.open(buf)), got)
+    # a size off the 8-pixel grid still round-trips (its tiles are padded to 32 x 24 cells)
+    pack_split(folder, tmp_path / "odd.npz", size=(30, 20))
+    odd, plain = load_split(tmp_path / "odd.npz", size=(30, 20)), load_split(folder, (30, 20))
+    assert odd.images.shape == plain.images.shape
+    assert np.abs(odd.images.astype(int) - plain.images.astype(int)).mean() < 3
+
+
+def test_pack_unreadable_sheet(market_dir, tmp_path, monkeypatch):
+    import core.data as data
+    monkeypatch.setattr(data, "PACK_SHEET", 2)
+    out = tmp_path / "g.npz"
+    pack_split(market_dir / "bounding_box_test", out)
+    with np.load(out, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    sheets, off = arrays["sheets"].copy(), arrays["offsets"]
+    sheets[off[0] + 200:off[1]] = 0  # the first sheet's scan data wiped
+    arrays["sheets"] = sheets
+    np.savez(out, **arrays)
+    with pytest.raises(DataError, match=r"g.npz\[sheet 0\]"):
+        load_split(out)
+    with pytest.warns(UserWarning, match="4 images"):
+        kept = load_split(out, on_error="skip")
+    assert kept.names == load_split(market_dir / "bounding_box_test").names[4:]
 
 
 def test_pack_overwrite_is_atomic_replace(market_dir, tmp_path):
