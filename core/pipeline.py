@@ -23,12 +23,27 @@ def guided(generator: Generator, identity: torch.Tensor, guided_steps: int | Non
         calls += 1
         if guided_steps is not None and calls > guided_steps:
             return generator(x, v, identity)
-        # One batched pass for the conditional and the "no identity" predictions.
-        both = generator(torch.cat([x, x]), torch.cat([v, v]), torch.cat([identity, null]))
-        eps, eps_null = both.chunk(2)
+        # One batched pass for the conditional and the "no identity" predictions. The latter
+        # depends on (x, v) alone, so equal rows are predicted once: at a grid's first step a
+        # column shares its noise, and a sweep's pictures all start from one.
+        x_null, v_null, inverse = unique_rows(x, v)
+        both = generator(torch.cat([x, x_null]), torch.cat([v, v_null]),
+                         torch.cat([identity, null[:len(x_null)]]))
+        eps, eps_null = both[:len(x)], both[len(x):][inverse]
         return eps + w * (eps - eps_null)
 
     return predict
+
+
+def unique_rows(x: torch.Tensor, v: torch.Tensor):
+    """(distinct rows of x, their v, inverse): x == x_distinct[inverse], and likewise v."""
+    keys = torch.cat([x.flatten(1), v.flatten(1).to(x.dtype)], dim=1)
+    distinct, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    if len(distinct) == len(keys):  # the usual case after the first step: nothing to share
+        return x, v, torch.arange(len(x), device=x.device)
+    first = torch.full((len(distinct),), len(keys), dtype=torch.long, device=x.device)
+    first.scatter_reduce_(0, inverse, torch.arange(len(keys), device=x.device), "amin")
+    return x[first], v[first], inverse
 
 
 def generate(generator: Generator, identity: torch.Tensor, noise: torch.Tensor,

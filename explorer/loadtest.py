@@ -16,7 +16,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-from .latency import PANELS, Requests, call, percentiles
+from .latency import PANELS, Requests, call, percentiles, verifies_tls
 
 
 def peak_rss_mb() -> float:
@@ -44,7 +44,7 @@ def load_test(url: str, state, clients: int = 16, seconds: float = 60.0, seed: i
     deadline = time.monotonic() + seconds
 
     def client(i: int) -> None:
-        api = Client(url, verbose=False)
+        api = Client(url, verbose=False, ssl_verify=verifies_tls(url))
         requests = Requests(state, seed + i)
         n = i  # clients start on different panels
         while time.monotonic() < deadline:

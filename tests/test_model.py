@@ -892,6 +892,32 @@ def test_identity_guidance_extrapolates_away_from_the_null_identity():
         cfg.validate()
 
 
+def test_guidance_predicts_the_null_identity_once_per_distinct_input():
+    """A grid's first step: 3 identities share each of 2 noises, so the "no identity"
+    prediction needs 2 rows, not 6; the guided prediction is the same as without sharing."""
+    from core.pipeline import guided
+
+    gen = tiny_generator(seed=4)
+    with torch.no_grad():
+        for p in gen.denoiser.head.parameters():
+            p.normal_(0, 0.1)
+    gen.eval()
+    gen.config.guidance = 2.0
+    noise = torch.randn(2, 3, 64, 32)
+    x, v = noise.repeat(3, 1, 1, 1), torch.full((6, 1, 1, 1), 0.5)
+    ident = gen.identities(torch.tensor([0, 0, 1, 1, 2, 2])).detach()
+    rows = []
+    hook = gen.register_forward_hook(lambda m, args, out: rows.append(len(args[0])))
+    with torch.no_grad():
+        shared = guided(gen, ident)(x, v)
+        plain, null = gen(x, v, ident), gen(x, v, torch.zeros_like(ident))
+        distinct = guided(gen, ident)(x + 1e-3 * torch.randn_like(x), v)
+    hook.remove()
+    assert rows[0] == 6 + 2 and rows[-1] == 6 + 6  # jittered inputs share nothing
+    assert distinct.shape == shared.shape
+    torch.testing.assert_close(shared, plain + 2.0 * (plain - null), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("kill_at", ["manifest", "move"])
 def test_a_changed_config_is_committed_with_the_manifest(tmp_path, monkeypatch, kill_at):
     """A re-export that changes config.json, killed before the manifest (the old set stays) or
