@@ -34,6 +34,8 @@ from core.gallery import load_gallery_index, picture_path
 from core.index import GalleryIndex
 from core.metrics import euclidean_distances
 
+from . import zerogpu
+
 T = TypeVar("T")
 
 PRIOR_SEED = 0  # the prior samples shown as "prior i"
@@ -72,6 +74,9 @@ class NotReady(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- helpers
+_thread_kind = threading.local()  # .background: set in the threads of background Tasks
+
+
 class Task:
     """A computation run once, in a background thread, started at start-up or on first demand.
     ``wait`` reports its progress while it runs and re-raises its error."""
@@ -94,6 +99,7 @@ class Task:
         return self
 
     def _run(self) -> None:
+        _thread_kind.background = True  # its network calls stay on this process's CPU model
         try:
             self.value = self._fn(self._report)
         except BaseException as e:  # kept and re-raised in the waiting request
@@ -259,8 +265,11 @@ class ExplorerState:
     def __init__(self, model: GenReID, data: str | os.PathLike | None = None, *,
                  num_prior: int = 64, generated_identities: int = 8, generated_per_identity: int = 4,
                  projection_gallery_limit: int = 1000, cache_dir: str | os.PathLike | None | bool = True,
-                 background: bool = True, gallery: str | os.PathLike | None = "auto"):
+                 background: bool = True, gallery: str | os.PathLike | None = "auto",
+                 remote: Callable[..., object] | None = None):
         self.model = model
+        # ZeroGPU (explorer.zerogpu): remote(method, *args) runs a request's call on a lent GPU.
+        self.remote = remote
         # Every network call runs on this one thread, one call at a time. One thread, because
         # each thread that calls PyTorch gets its own OpenMP team, and idle teams spin: served
         # from Gradio's changing worker threads the same grid took up to 1.6x longer (measured).
@@ -340,7 +349,12 @@ class ExplorerState:
             self.start_background()
 
     def compute(self, fn: Callable[..., T], *args, **kwargs) -> T:
-        """fn(*args, **kwargs) on the model thread (queued behind other users' calls)."""
+        """fn(*args, **kwargs) on the model thread (queued behind other users' calls); with
+        `remote` (ZeroGPU), a request's call of a model method runs there instead."""
+        if self.remote is not None and not getattr(_thread_kind, "background", False):
+            name = getattr(fn, "__name__", "")
+            if getattr(fn, "__self__", None) is self.model and name in zerogpu.METHODS:
+                return self.remote(name, *args, **kwargs)
         return self._model_thread.submit(fn, *args, **kwargs).result()
 
     # ----------------------------------------------------------------- description
@@ -802,6 +816,10 @@ class ExplorerState:
 
 def load_state(checkpoint, data=None, device: str = "auto", **kw) -> ExplorerState:
     """Load the model set and build the explorer's state (kw: ExplorerState's options, e.g.
-    gallery=DIR for a saved gallery index)."""
+    gallery=DIR for a saved gallery index). On ZeroGPU hardware the model stays on the CPU
+    and requests' network calls go to a GPU copy (explorer.zerogpu)."""
+    if zerogpu.available() and "remote" not in kw:
+        kw["remote"] = zerogpu.setup(checkpoint)
+        device = "cpu"
     model = GenReID.load(checkpoint, device=device)
     return ExplorerState(model, data, **kw)

@@ -400,3 +400,63 @@ def test_a_stale_saved_index_is_refused_or_ignored(explorer_model_set, saved_gal
     with pytest.raises(ValueError, match="another Img2ID"):
         load_state(stale, explorer_model_set.market, "cpu", background=False, cache_dir=False,
                    gallery=stale / "gallery")
+
+
+# ----------------------------------------------------------------------------- ZeroGPU
+@pytest.fixture
+def zero_gpu(monkeypatch):
+    """ZeroGPU hardware as the explorer sees it: SPACES_ZERO_GPU set and a `spaces` package
+    (tests/zerogpu_stand_in) that runs each decorated call in a forked process."""
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "zerogpu_stand_in"))
+    monkeypatch.delitem(sys.modules, "spaces", raising=False)
+    import spaces
+    spaces.calls.clear()
+    yield spaces
+    sys.modules.pop("spaces", None)
+
+
+def test_zero_gpu_requests_run_in_the_forked_worker(explorer_model_set, zero_gpu, bare):
+    import os
+
+    from explorer import zerogpu
+    assert zerogpu.available()
+    torch.set_num_threads(2)  # OpenMP's threads, used before the fork, are not in the worker
+    try:
+        _zero_gpu_requests(explorer_model_set, zero_gpu, bare)
+    finally:
+        torch.set_num_threads(1)
+
+
+def _zero_gpu_requests(explorer_model_set, zero_gpu, bare):
+    import os
+    state = load_state(explorer_model_set.full, None, "auto", cache_dir=explorer_model_set.cache,
+                       background=False, num_prior=12, generated_identities=3,
+                       generated_per_identity=2)
+    assert state.remote is not None and state.model.device.type == "cpu"
+    picture, _, _ = h.generate(state, progress=None)
+    assert [name for name, _ in zero_gpu.calls] == ["_call", "_call"]  # prior sample, grid
+    assert all(pid != os.getpid() for _, pid in zero_gpu.calls)
+    np.testing.assert_array_equal(picture, h.generate(bare, progress=None)[0])  # same pictures
+    first = len(zero_gpu.calls)
+    query = state.pictures()[0].images[0]
+    path = Path(state.output_dir("upload")) / "q.png"
+    Image.fromarray(query).save(path)
+    h.decompose(state, upload=str(path))
+    h.retrieve(state, upload=str(path))
+    assert len(zero_gpu.calls) == first + 2  # one GPU call per request's network call
+    # Background work (here the generated gallery's pictures and features) stays on the CPU.
+    state.pictures_task.wait()
+    state.features_task.wait()
+    assert len(zero_gpu.calls) == first + 2
+
+
+def test_off_zero_gpu_nothing_is_routed(explorer_model_set, monkeypatch):
+    from explorer import zerogpu
+    monkeypatch.delenv("SPACES_ZERO_GPU", raising=False)
+    assert not zerogpu.available()
+    state = load_state(explorer_model_set.full, None, "cpu", cache_dir=explorer_model_set.cache,
+                       background=False, num_prior=12)
+    assert state.remote is None
+    with pytest.raises(ValueError, match="not a GPU method"):
+        zerogpu._call("networks")
