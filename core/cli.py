@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_encoding_options(p)
     p.add_argument("--top", type=int, default=100,
                    help="with an approximate index: how many matches each query ranks (default 100)")
+    p.add_argument("--rerank", action="store_true",
+                   help="k-reciprocal re-ranking of the exact distances (Zhong et al. 2017; "
+                        "k1 20, k2 6, lambda 0.3); up to 20,000 queries + gallery pictures")
 
     p = sub.add_parser("index", help="encode a gallery folder into a saved gallery index "
                        "(for large galleries, and for the explorer to load instead of encoding)")
@@ -282,7 +285,7 @@ def run_eval(args) -> None:
     model = GenReID.load(args.checkpoint, device=str(device), precision=args.precision)
     result = evaluate(model, args.data, batch_size=args.batch_size, flip=args.flip,
                       features_out=args.features if ctx.main else None, index=args.index,
-                      top=args.top)
+                      top=args.top, rerank=args.rerank)
     result["precision"] = model.precision
     if ctx.main:
         print(json.dumps(result) if args.json else format_table(result))

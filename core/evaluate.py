@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import distributed
+from . import rerank as reranking
 from .api import GenReID
 from .data import dataset_splits, load_split
 from .index import GalleryIndex
@@ -15,12 +16,17 @@ from .metrics import ranking_summary
 
 
 def evaluate(model: GenReID, root: str, batch_size: int = 128, flip: bool | None = None,
-             features_out: str | None = None, index: str = "auto", top: int = 100) -> dict:
+             features_out: str | None = None, index: str = "auto", top: int = 100,
+             rerank: bool = False) -> dict:
     """The `standard` (Market-1501) and `paper` protocol metrics on root's query + gallery.
 
     The gallery goes through a `GalleryIndex` of the given kind: exact kinds rank the whole
     gallery; an approximate one returns each query's `top` nearest, and true matches beyond
-    them count as not found (reported under "index")."""
+    them count as not found (reported under "index"). rerank: rank the whole gallery by
+    k-reciprocal re-ranked distances instead (core.rerank; exact only)."""
+    if rerank and index not in ("auto", "exact"):
+        raise ValueError(f"re-ranking computes its own exact distances; it cannot use the "
+                         f"{index!r} index (leave --index at auto or exact)")
     splits = dataset_splits(root, required=("query", "gallery"))
     query = load_split(splits["query"], model.image_size)
     gallery = load_split(splits["gallery"], model.image_size)
@@ -31,6 +37,13 @@ def evaluate(model: GenReID, root: str, batch_size: int = 128, flip: bool | None
         np.savez(features_out, query_features=qf, gallery_features=gf,
                  query_pids=query.pids, gallery_pids=gallery.pids,
                  query_camids=query.camids, gallery_camids=gallery.camids)
+    if rerank:
+        distances = reranking.k_reciprocal_distances(qf, gf)
+        order = np.argsort(distances, axis=1, kind="stable")
+        result = ranking_summary(order, query.pids, gallery.pids, query.camids, gallery.camids)
+        result["rerank"] = {"method": "k-reciprocal", "k1": reranking.K1, "k2": reranking.K2,
+                            "lambda": reranking.LAMBDA}
+        return result
     gallery_index = GalleryIndex.build(gf, gallery.pids, gallery.camids, gallery.names, index)
     _, order = gallery_index.search(qf, None if gallery_index.exact else top)
     result = ranking_summary(order, query.pids, gallery.pids, query.camids, gallery.camids)

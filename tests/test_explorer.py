@@ -417,7 +417,6 @@ def zero_gpu(monkeypatch):
 
 
 def test_zero_gpu_requests_run_in_the_forked_worker(explorer_model_set, zero_gpu, bare):
-    import os
 
     from explorer import zerogpu
     assert zerogpu.available()

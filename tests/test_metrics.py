@@ -7,6 +7,7 @@ from core.metrics import (
     average_precision,
     euclidean_distances,
     evaluate_rank,
+    ranking_summary,
     retrieval_summary,
 )
 
@@ -180,3 +181,54 @@ def test_retrieval_summary_skips_a_first_query_without_a_match():
     assert s["standard"]["mAP"] == 1.0 and s["paper"]["rank1"] == 1.0
     with pytest.raises(ValueError, match="q_pids"):
         retrieval_summary(np.zeros((2, 2)), [1], [1, 2], [0, 0], [1, 1])
+
+
+# ---------------------------------------------------------------- k-reciprocal re-ranking
+def _clusters(seed: int):
+    """30 persons x 8 cameras of noisy 8-d features; camera 0 is the query set."""
+    rng = np.random.default_rng(seed)
+    pids = np.repeat(np.arange(30), 8)
+    x = rng.normal(0, 1, (30, 8))[pids] + rng.normal(0, 0.6, (len(pids), 8))
+    cams = np.tile(np.arange(8), 30)
+    q = cams == 0
+    return x[q], x[~q], pids[q], pids[~q], cams[q], cams[~q]
+
+
+def _standard_map(distances, qp, gp, qc, gc) -> float:
+    order = np.argsort(distances, axis=1, kind="stable")
+    return ranking_summary(order, qp, gp, qc, gc)["standard"]["mAP"]
+
+
+def test_rerank_with_lambda_one_is_the_normalised_squared_distance():
+    """lambda = 1 leaves the original term alone: d(i, j)^2 over queries and gallery together,
+    each column divided by its maximum (the module's docstring)."""
+    from core.rerank import k_reciprocal_distances
+    qf, gf, *_ = _clusters(0)
+    x = np.concatenate([qf, gf])
+    d = euclidean_distances(x, x) ** 2
+    expected = (d / d.max(0, keepdims=True))[:len(qf), len(qf):]
+    reranked = k_reciprocal_distances(qf, gf, k1=6, k2=3, lambda_=1.0)
+    np.testing.assert_allclose(reranked, expected, atol=1e-9)
+    mixed = k_reciprocal_distances(qf, gf, k1=6, k2=3, lambda_=0.3)
+    assert mixed.shape == expected.shape and not np.allclose(mixed, expected)
+
+
+def test_rerank_improves_map_on_clustered_features():
+    from core.rerank import k_reciprocal_distances
+    for seed in (1, 2):  # Euclidean mAP 0.48 and 0.64 here; re-ranked 0.59 and 0.72 (measured)
+        qf, gf, qp, gp, qc, gc = _clusters(seed)
+        plain = _standard_map(euclidean_distances(qf, gf), qp, gp, qc, gc)
+        reranked = _standard_map(k_reciprocal_distances(qf, gf, k1=6, k2=3), qp, gp, qc, gc)
+        assert reranked > plain + 0.05, (seed, plain, reranked)
+
+
+def test_rerank_bad_inputs(monkeypatch):
+    from core import rerank
+    qf, gf, *_ = _clusters(0)
+    with pytest.raises(ValueError, match="same D"):
+        rerank.k_reciprocal_distances(qf, gf[:, :4])
+    with pytest.raises(ValueError, match="k2 <= k1"):
+        rerank.k_reciprocal_distances(qf, gf, k1=3, k2=6)
+    monkeypatch.setattr(rerank, "MAX_ITEMS", 100)
+    with pytest.raises(ValueError, match="240 pictures is over the limit of 100"):
+        rerank.k_reciprocal_distances(qf, gf)

@@ -407,6 +407,19 @@ def test_eval_json_and_features(trained, tmp_path, capsys):
         assert again[protocol] == pytest.approx(result[protocol])
 
 
+def test_eval_rerank(trained, capsys):
+    """--rerank ranks the whole gallery by k-reciprocal distances (fewer pictures than k1 here);
+    it refuses an approximate index."""
+    assert cli("eval", "--data", trained.market, "--checkpoint", trained.set, "--json",
+               "--rerank", "--device", "cpu") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["rerank"] == {"method": "k-reciprocal", "k1": 20, "k2": 6, "lambda": 0.3}
+    assert 0.0 < result["standard"]["mAP"] <= 1.0 and result["standard"]["rank20"] == 1.0
+    assert cli("eval", "--data", trained.market, "--checkpoint", trained.set, "--rerank",
+               "--index", "hnsw", "--device", "cpu") == 2
+    assert "cannot use the 'hnsw' index" in capsys.readouterr().err
+
+
 def test_eval_readable_table(trained, capsys):
     assert cli("eval", "--data", trained.market, "--checkpoint", trained.set, "--device", "cpu") == 0
     out = capsys.readouterr().out
