@@ -55,6 +55,9 @@ def add_train_options(p: argparse.ArgumentParser, steps: int, batch: int, lr: fl
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                    help="auto = bf16 autocast (CPU and GPU); fp32 to disable")
+    p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                   help="save and stop after this many seconds of training (resume with the "
+                        "same command); for time-boxed machines")
     p.add_argument("--work-dir", default=None,
                    help="resumable state (default: runs/<checkpoint folder name>/<network>)")
     p.add_argument("--sync-bn", action="store_true",
@@ -253,7 +256,8 @@ def run_train(args) -> None:
     opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                         warmup=args.warmup, ema_decay=args.ema_decay, seed=args.seed,
                         save_every=args.save_every, device=args.device, precision=args.precision,
-                        sample_every=getattr(args, "sample_every", 0), sync_bn=args.sync_bn)
+                        sample_every=getattr(args, "sample_every", 0), sync_bn=args.sync_bn,
+                        time_limit=args.time_limit)
     if args.network == "generator":
         config = ModelSetConfig.load(args.config) if args.config else None
         trainer = GeneratorTrainer(args.data, args.out, work_dir_for(args, args.out), opts, config,

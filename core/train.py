@@ -54,6 +54,9 @@ class TrainOptions:
     # Under torchrun: BatchNorm statistics over the whole batch (SyncBatchNorm, CUDA only)
     # instead of over each rank's shard.
     sync_bn: bool = False
+    # Seconds of training after which the run saves (and exports) at the step it is on and
+    # stops, resumable by the same command: for machines lent by the call (a GPU for 10 minutes).
+    time_limit: float | None = None
 
 
 def ema_with_warmup(decay: float):
@@ -202,6 +205,7 @@ class Trainer:
                    disable=not self.dist.main)
         running: dict[str, float] = {}
         t0, seen = time.time(), 0
+        started = time.monotonic()
         for step in bar:
             warm = min(1.0, (step + 1) / self.opt.warmup) if self.opt.warmup else 1.0
             for g in self.optimizer.param_groups:
@@ -222,7 +226,8 @@ class Trainer:
                 running[k] = 0.98 * running.get(k, v.item()) + 0.02 * v.item()
             bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
             done = step + 1
-            if done % self.opt.save_every == 0 or done == self.opt.steps:
+            out_of_time = self.out_of_time(started)
+            if done % self.opt.save_every == 0 or done == self.opt.steps or out_of_time:
                 averaged = self.dist.mean(torch.tensor(list(running.values()), dtype=torch.float64,
                                                        device=self.device)).tolist()
                 if self.dist.main:  # one writer; the others go on and wait at the next step
@@ -234,6 +239,19 @@ class Trainer:
                         f.write(json.dumps(record) + "\n")
                     bar.write(json.dumps(record))
                 t0, seen = time.time(), 0
+            if out_of_time:
+                self.say(f"{self.part}: --time-limit of {self.opt.time_limit:g} s reached at step "
+                         f"{done}; saved (run the same command to go on)")
+                break
+
+    def out_of_time(self, started: float) -> bool:
+        """Whether --time-limit has passed; under torchrun, on any rank (all stop together)."""
+        if self.opt.time_limit is None:
+            return False
+        late = time.monotonic() - started >= self.opt.time_limit
+        if not self.dist.active:
+            return late
+        return bool(self.dist.mean(torch.tensor(float(late), device=self.device)) > 0)
 
     def say(self, line: str) -> None:
         if self.dist.main:

@@ -192,6 +192,31 @@ def test_generator_resume_continues_instead_of_restarting(trained, tmp_path, cap
             assert torch.allclose(a[k].float(), b[k].float(), rtol=0, atol=atol), (name, k)
 
 
+def test_time_limit_saves_where_it_stops_and_the_same_command_goes_on(trained, tmp_path, capsys):
+    """--time-limit 0: one step, saved (off the --save-every grid) and exported; the same
+    command without the limit resumes there and ends in the state of an uninterrupted run."""
+    out, work = tmp_path / "set", tmp_path / "work"
+    args = generator_args(trained.train, out, work, trained.config, steps=4)
+    assert cli(*args, "--time-limit", 0) == 0
+    assert "--time-limit of 0 s reached at step 1; saved" in capsys.readouterr().out
+    assert log_steps(work) == [1]
+    assert json.loads((work / "latest.json").read_text())["step"] == 1
+    ckpt.verify(out)
+    GenReID.load(out, device="cpu")  # the exported set is complete
+    assert cli(*args) == 0
+    assert "resuming generator from step 1" in capsys.readouterr().out
+    assert log_steps(work) == [1, 2, 4]
+    straight = tmp_path / "straight-work"
+    assert cli(*generator_args(trained.train, tmp_path / "straight", straight, trained.config,
+                               steps=4)) == 0
+    atol = 1e-4 if torch.cuda.is_available() else 0.0
+    for name in ("model", "ema", "optimizer"):
+        a = load_file(str(work / "step-00000004" / f"{name}.safetensors"))
+        b = load_file(str(straight / "step-00000004" / f"{name}.safetensors"))
+        for k in a:
+            assert torch.allclose(a[k].float(), b[k].float(), rtol=0, atol=atol), (name, k)
+
+
 def test_resume_keeps_the_started_architecture(trained, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(trained.work("generator"), work)
