@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real-fraction", type=float, default=0.0,
                    help="share of each batch taken from real training images (default 0: paper)")
     p.add_argument("--bank", type=int, default=0, help=BANK_HELP)
+    p.add_argument("--val-persons", type=int, default=0,
+                   help="hold this many training persons out of the real batches, measure "
+                        "retrieval among them at every save and export the best save "
+                        "(early stopping; needs --data; default 0: off, the last save)")
     add_train_options(p, steps=20_000, batch=32, lr=1e-4, save_every=1000)
     p = nets.add_parser("img2noise", help="image -> noise (trained by reconstruction)")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
@@ -273,7 +277,7 @@ def run_train(args) -> None:
                                  args.prior_fraction)
     elif args.network == "img2id":
         trainer = Img2IDTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts,
-                                args.data, args.real_fraction, args.bank)
+                                args.data, args.real_fraction, args.bank, args.val_persons)
     else:
         trainer = Img2NoiseTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts,
                                    args.data, args.generated_fraction, args.bank,

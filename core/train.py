@@ -33,6 +33,7 @@ from .data import Split, load_split
 from .device import autocast
 from .diagnostics import identity_share
 from .images import Normalizer, channel_stats, image_grid
+from .metrics import euclidean_distances, ranking_summary
 from .models import Generator, IdentityPrior, Img2ID, Img2Noise
 from .pipeline import generate, guided, sample_prior
 from .sampler import ddim_sample
@@ -80,12 +81,30 @@ class TrainingImages:
         self.images = torch.from_numpy(split.images).to(device)
         labels, self.pids = split.relabel()
         self.labels = torch.from_numpy(labels).to(device)
+        self.camids = split.camids
         self.normalizer = normalizer
+        self.pool: torch.Tensor | None = None  # the rows batches draw from (None: all)
+
+    def hold_out(self, persons: int, seed: int) -> np.ndarray:
+        """Take `persons` identities (seeded, among those seen by 2+ cameras) out of the
+        batches; returns their image rows, for validation."""
+        labels = self.labels.cpu().numpy()
+        seen = [lab for lab in range(len(self.pids))
+                if len(np.unique(self.camids[labels == lab])) > 1]
+        if not 2 <= persons < len(seen):
+            raise ValueError(f"--val-persons must be within 2..{len(seen) - 1} (persons seen "
+                             f"by two or more cameras); got {persons}")
+        chosen = np.random.default_rng(seed).choice(seen, persons, replace=False)
+        held = np.isin(labels, chosen)
+        self.pool = torch.from_numpy(np.flatnonzero(~held))
+        return np.flatnonzero(held)
 
     def batch(self, n: int, rng: torch.Generator, keep=lambda rows: rows
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """n random images (with replacement); `keep` picks this process's rows of the draw."""
-        return self.take(torch.randint(len(self.images), (n,), generator=rng), rng, keep)
+        if self.pool is None:
+            return self.take(torch.randint(len(self.images), (n,), generator=rng), rng, keep)
+        return self.take(self.pool[torch.randint(len(self.pool), (n,), generator=rng)], rng, keep)
 
     def pk_batch(self, p: int, k: int, rng: torch.Generator, keep=lambda rows: rows
                  ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -497,18 +516,27 @@ class PriorTrainer(ModelSetTrainer):
 
 
 class Img2IDTrainer(ModelSetTrainer):
-    """MSE to the identity: on generated images (the paper), optionally mixed with real ones."""
+    """MSE to the identity: on generated images (the paper), optionally mixed with real ones.
+
+    With val_persons, that many training persons' real crops are held out of the batches;
+    every save measures retrieval among them (mAP, Market-1501 protocol) and the set gets the
+    weights of the best save so far, not the last (early stopping, resumable: best.json)."""
 
     part = "img2id"
 
     def __init__(self, checkpoint, work_dir, options, data: str | None = None,
-                 real_fraction: float = 0.0, bank: int = 0):
+                 real_fraction: float = 0.0, bank: int = 0, val_persons: int = 0):
         super().__init__(checkpoint, work_dir, options)
         if not 0.0 <= real_fraction <= 1.0:
             raise ValueError(f"real fraction must be within [0, 1], got {real_fraction}")
-        if real_fraction > 0 and data is None:
-            raise ValueError("--real-fraction > 0 needs --data (the generator's training split)")
-        self.real = self.real_images(data) if real_fraction > 0 else None
+        if (real_fraction > 0 or val_persons) and data is None:
+            raise ValueError("--real-fraction > 0 and --val-persons need --data (the "
+                             "generator's training split)")
+        self.real = self.real_images(data) if real_fraction > 0 or val_persons else None
+        self.val_rows = self.real.hold_out(val_persons, options.seed + 2) if val_persons else None
+        self.best_path = self.work_dir / "best.json"
+        # Resumed past its last step, a validated run's set already holds its best save.
+        self.export_now, self.pending_best = not (val_persons and self.best_path.is_file()), None
         self.n_real = round(options.batch_size * real_fraction)
         if self.n_real < options.batch_size:  # generated images need the prior
             self.load_prior(bank)
@@ -528,8 +556,44 @@ class Img2IDTrainer(ModelSetTrainer):
         loss = F.mse_loss(self.net(x).float(), torch.cat(targets))
         return {"loss": loss}
 
+    @torch.no_grad()
+    def validation_map(self) -> float:
+        """Standard-protocol mAP among the held-out persons' crops, each the query against
+        the others, encoded by the EMA weights (with flip averaging if the set uses it)."""
+        net, features = self.ema.module, []
+        for start in range(0, len(self.val_rows), 256):
+            rows = torch.from_numpy(self.val_rows[start:start + 256]).to(self.real.images.device)
+            x = self.real.normalizer.encode(self.real.images[rows])
+            x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(self.device, self.opt.precision):
+                f = net(x).float()
+                if self.config.img2id.flip:
+                    f = (f + net(x.flip(3)).float()) / 2
+            features.append(f.cpu().numpy())
+        f = np.concatenate(features)
+        pids = self.real.labels.cpu().numpy()[self.val_rows]
+        cams = self.real.camids[self.val_rows]
+        order = np.argsort(euclidean_distances(f, f), axis=1, kind="stable")
+        return float(ranking_summary(order, pids, pids, cams, cams)["standard"]["mAP"])
+
+    def on_save(self, step):
+        if self.val_rows is None:
+            return {}
+        score = self.validation_map()
+        best = json.loads(self.best_path.read_text()) if self.best_path.is_file() else None
+        self.export_now = best is None or score > best["val_map"]
+        if self.export_now:
+            best = self.pending_best = {"step": step, "val_map": score}
+        return {"val_map": round(score, 5), "exported_step": best["step"]}
+
     def export(self):
-        self.write("img2id")
+        # With validation, the set keeps the best save's weights (written when it was made);
+        # best.json follows the weights, so a crash between them leaves it naming older ones.
+        if self.val_rows is None or self.export_now:
+            self.write("img2id")
+        if self.pending_best is not None:
+            best, self.pending_best = self.pending_best, None
+            ckpt.atomic_write(self.best_path, lambda p: p.write_text(json.dumps(best)))
 
 
 class Img2NoiseTrainer(ModelSetTrainer):

@@ -544,6 +544,51 @@ def test_img2id_with_a_generated_bank_is_cached_and_resumable(trained, tmp_path)
     assert json.loads((work / "latest.json").read_text())["step"] == 4
 
 
+def test_img2id_early_stopping_on_held_out_persons(trained, tmp_path):
+    """--val-persons 2: two of the four training persons leave the real batches; each save
+    logs their retrieval mAP and the set holds the weights of the best save."""
+    from core.models import Img2ID
+
+    out, work = tmp_path / "set", tmp_path / "work"
+    shutil.copytree(trained.set, out)
+    args = ["train", "img2id", "--checkpoint", out, "--data", trained.train, "--work-dir", work,
+            "--real-fraction", 0.5, "--batch-size", 4, "--save-every", 2, "--steps", 4,
+            "--lr", 3e-3, "--val-persons", 2]
+    assert cli(*args) == 0
+    records = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    scores = [r["val_map"] for r in records]
+    assert [r["step"] for r in records] == [2, 4] and all(0.0 < v <= 1.0 for v in scores)
+    best = json.loads((work / "best.json").read_text())
+    assert best["step"] == [2, 4][int(np.argmax(scores))]
+    assert records[-1]["exported_step"] == best["step"]
+    config = ckpt.read_config(out)
+    exported = ckpt.load_weights(out, "img2id", Img2ID(config.img2id, tuple(config.image_size)))
+    ema = load_file(str(work / f"step-{best['step']:08d}" / "ema.safetensors"))
+    for k, v in exported.state_dict().items():
+        assert torch.equal(v.float(), ema[f"module.{k}"].half().float()), k
+    # Too many held-out persons, or none to hold out without --data: a message, exit 2.
+    assert cli(*args[:-1], 4) == 2
+    assert cli("train", "img2id", "--checkpoint", out, "--work-dir", tmp_path / "w2",
+               "--val-persons", 2, "--steps", 2) == 2
+
+
+def test_held_out_persons_never_reach_the_batches(trained):
+    from core.data import load_split
+    from core.images import Normalizer
+    from core.train import TrainingImages
+
+    split = load_split(trained.train)
+    images = TrainingImages(split, Normalizer([0.5] * 3, [0.25] * 3, torch.device("cpu")),
+                            torch.device("cpu"))
+    held = images.hold_out(2, seed=0)
+    held_labels = set(images.labels[held].tolist())
+    assert len(held_labels) == 2 and len(held) == 8  # 2 persons x 2 cameras x 2 crops
+    rng = torch.Generator().manual_seed(0)
+    drawn = torch.cat([images.batch(16, rng)[1] for _ in range(20)])
+    assert not held_labels & set(drawn.tolist())
+    assert len(set(drawn.tolist())) == 2
+
+
 def test_img2noise_noise_regression_on_generated_images(trained, tmp_path):
     work = tmp_path / "img2noise"
     args = ["train", "img2noise", "--checkpoint", str(trained.set), "--work-dir", str(work),
