@@ -227,9 +227,7 @@ class GenReID:
         for s in self._batches(len(images)):
             x = self.normalizer.encode(images[s])
             with self._autocast():
-                v = img2id(x).float()
-                if flip:
-                    v = 0.5 * (v + img2id(x.flip(3)).float())
+                v = img2id.encode(x, flip)
             out.append(v.cpu().numpy())
         return np.concatenate(out)
 

@@ -12,7 +12,7 @@ from . import rerank as reranking
 from .api import GenReID
 from .data import dataset_splits, load_split
 from .index import GalleryIndex
-from .metrics import ranking_summary
+from .metrics import ranking_summary, retrieval_summary
 
 
 def evaluate(model: GenReID, root: str, batch_size: int = 128, flip: bool | None = None,
@@ -38,9 +38,8 @@ def evaluate(model: GenReID, root: str, batch_size: int = 128, flip: bool | None
                  query_pids=query.pids, gallery_pids=gallery.pids,
                  query_camids=query.camids, gallery_camids=gallery.camids)
     if rerank:
-        distances = reranking.k_reciprocal_distances(qf, gf)
-        order = np.argsort(distances, axis=1, kind="stable")
-        result = ranking_summary(order, query.pids, gallery.pids, query.camids, gallery.camids)
+        result = retrieval_summary(reranking.k_reciprocal_distances(qf, gf), query.pids,
+                                   gallery.pids, query.camids, gallery.camids)
         result["rerank"] = {"method": "k-reciprocal", "k1": reranking.K1, "k2": reranking.K2,
                             "lambda": reranking.LAMBDA}
         return result

@@ -92,6 +92,12 @@ class Img2ID(nn.Module):
         h, _ = self.down(x)
         return self.head(h.contiguous())
 
+    def encode(self, x: torch.Tensor, flip: bool = False) -> torch.Tensor:
+        """Float identity vectors of normalised images; flip=True averages each with its
+        mirror image's (test-time flip averaging)."""
+        v = self(x).float()
+        return 0.5 * (v + self(x.flip(3)).float()) if flip else v
+
 
 class Img2Noise(nn.Module):
     def __init__(self, config: Img2NoiseConfig):

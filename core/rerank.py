@@ -65,7 +65,6 @@ def k_reciprocal_distances(query: np.ndarray, gallery: np.ndarray, k1: int = K1,
             rj = _reciprocal(near, j, half)
             if len(np.intersect1d(rj, r)) > 2.0 / 3.0 * len(rj):
                 grown = np.union1d(grown, rj)
-        grown = np.unique(grown)
         w = np.exp(-d[i, grown])
         rows.append(np.full(len(grown), i))
         cols.append(grown)

@@ -33,7 +33,7 @@ from .data import Split, load_split
 from .device import autocast
 from .diagnostics import identity_share
 from .images import Normalizer, channel_stats, image_grid
-from .metrics import euclidean_distances, ranking_summary
+from .metrics import euclidean_distances, retrieval_summary
 from .models import Generator, IdentityPrior, Img2ID, Img2Noise
 from .pipeline import generate, guided, sample_prior
 from .sampler import ddim_sample
@@ -566,15 +566,12 @@ class Img2IDTrainer(ModelSetTrainer):
             x = self.real.normalizer.encode(self.real.images[rows])
             x = x.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.opt.precision):
-                f = net(x).float()
-                if self.config.img2id.flip:
-                    f = (f + net(x.flip(3)).float()) / 2
-            features.append(f.cpu().numpy())
+                features.append(net.encode(x, self.config.img2id.flip).cpu().numpy())
         f = np.concatenate(features)
         pids = self.real.labels.cpu().numpy()[self.val_rows]
         cams = self.real.camids[self.val_rows]
-        order = np.argsort(euclidean_distances(f, f), axis=1, kind="stable")
-        return float(ranking_summary(order, pids, pids, cams, cams)["standard"]["mAP"])
+        return float(retrieval_summary(euclidean_distances(f, f), pids, pids, cams, cams)
+                     ["standard"]["mAP"])
 
     def on_save(self, step):
         if self.val_rows is None:
