@@ -65,6 +65,12 @@ def add_train_options(p: argparse.ArgumentParser, steps: int, batch: int, lr: fl
                         "(SyncBatchNorm) instead of each process's shard")
 
 
+def add_augment_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--augment", action="store_true",
+                   help="besides flips, random shifts and random erasing of the training "
+                        "pictures (core/augment.py; default: flips only)")
+
+
 def add_encoding_options(p: argparse.ArgumentParser) -> None:
     """How a gallery is encoded and searched (eval, index)."""
     p.add_argument("--index", default="auto", choices=["auto", "exact", "flat", "hnsw"],
@@ -112,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="ModelSetConfig JSON (its img2id and image size)")
     p.add_argument("--instances", type=int, default=4, help="images per identity in a batch")
     p.add_argument("--margin", type=float, default=0.3, help="triplet margin")
+    add_augment_option(p)
     add_train_options(p, steps=20_000, batch=64, lr=3e-4, save_every=1000)
     p = nets.add_parser("prior", help="the diffusion prior over identity vectors")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
@@ -132,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hold this many training persons out of the real batches, measure "
                         "retrieval among them at every save and export the best save "
                         "(early stopping; needs --data; default 0: off, the last save)")
+    add_augment_option(p)
     add_train_options(p, steps=20_000, batch=32, lr=1e-4, save_every=1000)
     p = nets.add_parser("img2noise", help="image -> noise (trained by reconstruction)")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
@@ -246,6 +254,7 @@ def work_dir_for(args, checkpoint: str) -> str:
 
 
 def run_train(args) -> None:
+    from .augment import Augment
     from .config import ModelSetConfig
     from .train import (
         BaselineTrainer,
@@ -269,7 +278,8 @@ def run_train(args) -> None:
     elif args.network == "baseline":
         config = ModelSetConfig.load(args.config) if args.config else None
         trainer = BaselineTrainer(args.data, args.out, work_dir_for(args, args.out), opts, config,
-                                  args.instances, args.margin)
+                                  args.instances, args.margin,
+                                  Augment() if args.augment else None)
     elif args.network == "prior":
         trainer = PriorTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts)
     elif args.network == "preview":
@@ -277,7 +287,8 @@ def run_train(args) -> None:
                                  args.prior_fraction)
     elif args.network == "img2id":
         trainer = Img2IDTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts,
-                                args.data, args.real_fraction, args.bank, args.val_persons)
+                                args.data, args.real_fraction, args.bank, args.val_persons,
+                                Augment() if args.augment else None)
     else:
         trainer = Img2NoiseTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts,
                                    args.data, args.generated_fraction, args.bank,

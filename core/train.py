@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from . import distributed
+from .augment import Augment
 from .config import ModelSetConfig
 from .data import Split, load_split
 from .device import autocast
@@ -525,8 +526,10 @@ class Img2IDTrainer(ModelSetTrainer):
     part = "img2id"
 
     def __init__(self, checkpoint, work_dir, options, data: str | None = None,
-                 real_fraction: float = 0.0, bank: int = 0, val_persons: int = 0):
+                 real_fraction: float = 0.0, bank: int = 0, val_persons: int = 0,
+                 augment: Augment | None = None):
         super().__init__(checkpoint, work_dir, options)
+        self.augment = augment
         if not 0.0 <= real_fraction <= 1.0:
             raise ValueError(f"real fraction must be within [0, 1], got {real_fraction}")
         if (real_fraction > 0 or val_persons) and data is None:
@@ -552,7 +555,10 @@ class Img2IDTrainer(ModelSetTrainer):
             x, identity, _ = self.generated(self.opt.batch_size - self.n_real)
             xs.append(x)
             targets.append(identity)
-        x = torch.cat(xs).contiguous(memory_format=torch.channels_last)
+        x = torch.cat(xs)
+        if self.augment is not None:  # real and generated alike: identity survives both
+            x = self.augment(x, self.rng, self.opt.batch_size, self.local)
+        x = x.contiguous(memory_format=torch.channels_last)
         loss = F.mse_loss(self.net(x).float(), torch.cat(targets))
         return {"loss": loss}
 
@@ -772,8 +778,10 @@ class BaselineTrainer(Trainer):
     part = "baseline"
 
     def __init__(self, data: str, out, work_dir, options: TrainOptions,
-                 config: ModelSetConfig | None = None, instances: int = 4, margin: float = 0.3):
+                 config: ModelSetConfig | None = None, instances: int = 4, margin: float = 0.3,
+                 augment: Augment | None = None):
         super().__init__(out, work_dir, options)
+        self.augment = augment
         if options.batch_size % instances:
             raise ValueError(f"batch size {options.batch_size} must be a multiple of "
                              f"--instances {instances}")
@@ -791,6 +799,8 @@ class BaselineTrainer(Trainer):
         p = self.opt.batch_size // self.instances
         # Under torchrun each rank takes whole persons of the batch and mines its triplets there.
         x, labels = self.data.pk_batch(p, self.instances, self.rng, self.local)
+        if self.augment is not None:
+            x = self.augment(x, self.rng, self.opt.batch_size, self.local)
         features, logits = self.net(x)
         ce = F.cross_entropy(logits, labels, label_smoothing=0.1)
         triplet = batch_hard_triplet(features, labels, self.margin)

@@ -542,6 +542,9 @@ def test_img2id_with_a_generated_bank_is_cached_and_resumable(trained, tmp_path)
     assert cli(*args, "--steps", "4") == 0  # resumes, re-using the bank rather than regenerating
     assert banks[0].stat().st_mtime_ns == before
     assert json.loads((work / "latest.json").read_text())["step"] == 4
+    # Augmented (shifts, erasing) on the same bank.
+    assert cli(*args[:5], str(tmp_path / "work-aug"), *args[6:], "--steps", "2", "--augment") == 0
+    assert json.loads((tmp_path / "work-aug" / "latest.json").read_text())["step"] == 2
 
 
 def test_img2id_early_stopping_on_held_out_persons(trained, tmp_path):
@@ -625,6 +628,13 @@ def test_baseline_trains_and_evaluates_like_a_model_set(trained, tmp_path, capsy
     assert cli("eval", "--data", trained.market, "--checkpoint", out, "--json") == 0
     result = json.loads(capsys.readouterr().out)
     assert 0.0 <= result["standard"]["mAP"] <= 1.0
+    # --augment trains on shifted, partly erased pictures: other weights from the same seed.
+    assert cli("train", "baseline", "--data", trained.train, "--out", tmp_path / "augmented",
+               "--config", trained.config, "--steps", 3, "--batch-size", 8, "--instances", 2,
+               "--save-every", 3, "--work-dir", tmp_path / "work-aug", "--augment") == 0
+    plain = load_file(str(tmp_path / "work" / "step-00000003" / "ema.safetensors"))
+    augmented = load_file(str(tmp_path / "work-aug" / "step-00000003" / "ema.safetensors"))
+    assert any(not torch.equal(plain[k], augmented[k]) for k in plain)
     # A batch that does not split into identities of --instances images is refused clearly.
     assert cli("train", "baseline", "--data", trained.train, "--out", out, "--batch-size", 7,
                "--instances", 2, "--work-dir", tmp_path / "work2") == 2
