@@ -96,6 +96,11 @@ class GenReID:
     def num_identities(self) -> int:
         return self.config.generator.num_identities
 
+    @property
+    def retrieval_metric(self) -> str:
+        """How retrievals compare identities: "euclidean" or "cosine" (`img2id.metric`)."""
+        return self.config.img2id.metric
+
     def has(self, part: str) -> bool:
         return part in self.networks
 
@@ -234,8 +239,10 @@ class GenReID:
     def index_gallery(self, pictures, pids=None, camids=None, names=None, kind: str = "auto",
                       flip: bool | None = None) -> GalleryIndex:
         """A searchable gallery of pictures' identities (`core.index`: exact up to 100,000
-        pictures, FAISS HNSW beyond, or the kind named). Labels are optional."""
-        return GalleryIndex.build(self.encode(pictures, flip=flip), pids, camids, names, kind)
+        pictures, FAISS HNSW beyond, or the kind named), compared by the set's metric
+        (`img2id.metric`). Labels are optional."""
+        return GalleryIndex.build(self.encode(pictures, flip=flip), pids, camids, names, kind,
+                                  metric=self.retrieval_metric)
 
     def retrieve(self, pictures, gallery: GalleryIndex, k: int = 10,
                  flip: bool | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="ModelSetConfig JSON (its img2id and image size)")
     p.add_argument("--instances", type=int, default=4, help="images per identity in a batch")
     p.add_argument("--margin", type=float, default=0.3, help="triplet margin")
+    p.add_argument("--bnneck", action="store_true",
+                   help="export the BatchNorm neck's output as the features, compared by cosine "
+                        "(Bag of Tricks' inference; default: the encoder's, Euclidean)")
     add_augment_option(p)
     add_train_options(p, steps=20_000, batch=64, lr=3e-4, save_every=1000)
     p = nets.add_parser("prior", help="the diffusion prior over identity vectors")
@@ -164,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rerank", action="store_true",
                    help="k-reciprocal re-ranking of the exact distances (Zhong et al. 2017; "
                         "k1 20, k2 6, lambda 0.3); up to 20,000 queries + gallery pictures")
+    p.add_argument("--metric", default=None, choices=["euclidean", "cosine"],
+                   help="retrieval distance (default: the set's img2id.metric); cosine ranks "
+                        "by the angle between identity vectors")
 
     p = sub.add_parser("index", help="encode a gallery folder into a saved gallery index "
                        "(for large galleries, and for the explorer to load instead of encoding)")
@@ -279,7 +285,7 @@ def run_train(args) -> None:
         config = ModelSetConfig.load(args.config) if args.config else None
         trainer = BaselineTrainer(args.data, args.out, work_dir_for(args, args.out), opts, config,
                                   args.instances, args.margin,
-                                  Augment() if args.augment else None)
+                                  Augment() if args.augment else None, args.bnneck)
     elif args.network == "prior":
         trainer = PriorTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts)
     elif args.network == "preview":
@@ -304,7 +310,7 @@ def run_eval(args) -> None:
     model = GenReID.load(args.checkpoint, device=str(device), precision=args.precision)
     result = evaluate(model, args.data, batch_size=args.batch_size, flip=args.flip,
                       features_out=args.features if ctx.main else None, index=args.index,
-                      top=args.top, rerank=args.rerank)
+                      top=args.top, rerank=args.rerank, metric=args.metric)
     result["precision"] = model.precision
     if ctx.main:
         print(json.dumps(result) if args.json else format_table(result))

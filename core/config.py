@@ -74,6 +74,9 @@ class PriorConfig:
     noise_embedding_dim: int = 32
 
 
+METRICS = ("euclidean", "cosine")  # retrieval distances (core.index)
+
+
 @dataclass
 class Img2IDConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -85,6 +88,9 @@ class Img2IDConfig:
     # At inference, average the identity of each picture and of its mirror image (test-time
     # flip; twice the encoding cost). `encode(..., flip=...)` and `--flip/--no-flip` override.
     flip: bool = False
+    # How retrieval compares identities: "euclidean" (the paper) or "cosine" (Euclidean between
+    # unit vectors: the same ranking). Retrieval only; generation keeps the vectors as they are.
+    metric: str = "euclidean"
 
 
 @dataclass
@@ -129,6 +135,9 @@ class ModelSetConfig:
         if not 0 <= self.preview.guided_steps <= self.preview.steps:
             raise ValueError(f"preview.guided_steps must be within 0..preview.steps, not "
                              f"{self.preview.guided_steps}")
+        if self.img2id.metric not in METRICS:
+            raise ValueError(f"img2id.metric must be one of {', '.join(METRICS)}, "
+                             f"not {self.img2id.metric!r}")
         if self.generator.id_init not in ("uniform", "pca"):
             raise ValueError(f"generator.id_init must be 'uniform' or 'pca', "
                              f"not {self.generator.id_init!r}")

@@ -11,19 +11,21 @@ from . import distributed
 from . import rerank as reranking
 from .api import GenReID
 from .data import dataset_splits, load_split
-from .index import GalleryIndex
+from .index import GalleryIndex, scaled
 from .metrics import ranking_summary, retrieval_summary
 
 
 def evaluate(model: GenReID, root: str, batch_size: int = 128, flip: bool | None = None,
              features_out: str | None = None, index: str = "auto", top: int = 100,
-             rerank: bool = False) -> dict:
+             rerank: bool = False, metric: str | None = None) -> dict:
     """The `standard` (Market-1501) and `paper` protocol metrics on root's query + gallery.
 
     The gallery goes through a `GalleryIndex` of the given kind: exact kinds rank the whole
     gallery; an approximate one returns each query's `top` nearest, and true matches beyond
     them count as not found (reported under "index"). rerank: rank the whole gallery by
-    k-reciprocal re-ranked distances instead (core.rerank; exact only)."""
+    k-reciprocal re-ranked distances instead (core.rerank; exact only). metric: euclidean or
+    cosine (default: the set's `img2id.metric`)."""
+    metric = model.retrieval_metric if metric is None else metric
     if rerank and index not in ("auto", "exact"):
         raise ValueError(f"re-ranking computes its own exact distances; it cannot use the "
                          f"{index!r} index (leave --index at auto or exact)")
@@ -38,12 +40,15 @@ def evaluate(model: GenReID, root: str, batch_size: int = 128, flip: bool | None
                  query_pids=query.pids, gallery_pids=gallery.pids,
                  query_camids=query.camids, gallery_camids=gallery.camids)
     if rerank:
+        qf, gf = scaled(qf, metric), scaled(gf, metric)
         result = retrieval_summary(reranking.k_reciprocal_distances(qf, gf), query.pids,
                                    gallery.pids, query.camids, gallery.camids)
         result["rerank"] = {"method": "k-reciprocal", "k1": reranking.K1, "k2": reranking.K2,
                             "lambda": reranking.LAMBDA}
+        result["metric"] = metric
         return result
-    gallery_index = GalleryIndex.build(gf, gallery.pids, gallery.camids, gallery.names, index)
+    gallery_index = GalleryIndex.build(gf, gallery.pids, gallery.camids, gallery.names, index,
+                                       metric=metric)
     _, order = gallery_index.search(qf, None if gallery_index.exact else top)
     result = ranking_summary(order, query.pids, gallery.pids, query.camids, gallery.camids)
     result["index"] = {**gallery_index.describe(), "ranked": int(order.shape[1])}

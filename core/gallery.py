@@ -32,7 +32,9 @@ def encoder_fingerprint(model: GenReID, flip: bool | None = None) -> dict:
     manifest = ckpt.read_manifest(model.folder) or {}
     return {"img2id": {n: manifest.get(n, "") for n in ckpt.part_files(model.folder, "img2id")},
             "image_size": list(model.image_size),
-            "flip": bool(model.config.img2id.flip if flip is None else flip)}
+            "flip": bool(model.config.img2id.flip if flip is None else flip),
+            # Named only when not the default, so indexes saved before metrics stay valid.
+            **({"metric": model.retrieval_metric} if model.retrieval_metric != "euclidean" else {})}
 
 
 def gallery_folder(data: str | os.PathLike, split: str = "gallery") -> Path:
@@ -68,7 +70,8 @@ def build_gallery_index(model: GenReID, data: str | os.PathLike, out: str | os.P
     folder = gallery_folder(data, split)
     vectors, pids, camids, names = encode_folder(model, folder, flip)
     meta = {"source": str(folder.resolve()), "encoder": encoder_fingerprint(model, flip)}
-    index = GalleryIndex.build(vectors, pids, camids, names, kind, meta=meta)
+    index = GalleryIndex.build(vectors, pids, camids, names, kind, meta=meta,
+                               metric=model.retrieval_metric)
     if out is not None and distributed.context().main:
         index.save(out)
     return index
@@ -79,7 +82,7 @@ def load_gallery_index(folder: str | os.PathLike, model: GenReID) -> GalleryInde
     index = GalleryIndex.load(folder)
     if index.meta.get("encoder") != encoder_fingerprint(model):
         raise ValueError(f"the gallery index in {folder} was encoded by another Img2ID than "
-                         f"{model.folder}'s (or with another flip setting): rebuild it with "
+                         f"{model.folder}'s (or with another flip or metric setting): rebuild it with "
                          f"`genreid index --checkpoint {model.folder} --data ...`")
     if index.dim != model.id_dim:
         raise ValueError(f"the gallery index in {folder} holds {index.dim}-d vectors, the model "

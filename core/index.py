@@ -11,6 +11,9 @@ Kinds:
 - "hnsw": FAISS HNSW graph, approximate; the default beyond EXACT_LIMIT. Its recall@10
   against exact search is measured when it is built and kept with it (`recall_at_10`).
 
+Metrics: "euclidean" (the paper's) or "cosine" (vectors and queries scaled to unit length;
+the set's `img2id.metric` chooses for its retrievals).
+
 A saved index is a folder: vectors, person ids and cameras (safetensors), the source file
 names (one per line), meta.json (kind, parameters, recall, what it was encoded with) and the
 FAISS structure where there is one; written to a temporary folder and renamed into place, so
@@ -29,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
+from .config import METRICS
 from .metrics import euclidean_distances
 
 KINDS = ("auto", "exact", "flat", "hnsw")
@@ -75,13 +79,18 @@ class GalleryIndex:
     recall_at_10: float = 1.0
     meta: dict = field(default_factory=dict)  # what it was made from (model set, data)
     build_s: float = 0.0
+    # "cosine": vectors and queries are scaled to unit length first, so that Euclidean
+    # distances rank as cosine similarity does (distance = sqrt(2 - 2 cos)).
+    metric: str = "euclidean"
     _structure: object = None  # FAISS's index, or for "exact" the float64 vectors and their norms
 
     # ----------------------------------------------------------------- build
     @classmethod
     def build(cls, vectors, pids=None, camids=None, names=None, kind: str = "auto",
               hnsw: HNSWParams | None = None, meta: dict | None = None,
-              recall_queries: int = 256) -> GalleryIndex:
+              recall_queries: int = 256, metric: str = "euclidean") -> GalleryIndex:
+        if metric not in METRICS:
+            raise GalleryIndexError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or not len(vectors):
             raise GalleryIndexError(f"a gallery needs vectors of shape (N, D), N > 0; got {vectors.shape}")
@@ -94,8 +103,8 @@ class GalleryIndex:
         if not len(pids) == len(camids) == len(names) == n:
             raise GalleryIndexError(f"{n} vectors but {len(pids)} person ids, {len(camids)} "
                                     f"cameras and {len(names)} names")
-        index = cls(vectors, pids, camids, names, pick_kind(kind, n), hnsw or HNSWParams(),
-                    meta=dict(meta or {}))
+        index = cls(scaled(vectors, metric), pids, camids, names, pick_kind(kind, n),
+                    hnsw or HNSWParams(), meta=dict(meta or {}), metric=metric)
         start = time.perf_counter()
         index._make_structure()
         index.build_s = time.perf_counter() - start
@@ -136,7 +145,8 @@ class GalleryIndex:
 
     def search(self, queries, k: int | None = 10) -> tuple[np.ndarray, np.ndarray]:
         """(distances, rows), each (Q, k), nearest first; k=None ranks the whole gallery (exact
-        kinds only). Euclidean distances, as the paper ranks."""
+        kinds only). Euclidean distances, as the paper ranks (between unit vectors for the
+        cosine metric)."""
         q = np.asarray(queries, dtype=np.float32)
         if q.ndim == 1:
             q = q[None]
@@ -144,6 +154,7 @@ class GalleryIndex:
             raise GalleryIndexError(f"queries must have shape (Q, {self.dim}); got {q.shape}")
         if not np.isfinite(q).all():
             raise GalleryIndexError("queries contain NaN or infinite values")
+        q = scaled(q, self.metric)
         if k is None:
             if not self.exact:
                 raise GalleryIndexError("an approximate (hnsw) index returns the top k, not a "
@@ -186,7 +197,7 @@ class GalleryIndex:
         return base
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "size": len(self), "dim": self.dim,
+        return {"kind": self.kind, "metric": self.metric, "size": len(self), "dim": self.dim,
                 "recall_at_10": round(self.recall_at_10, 4), "build_s": round(self.build_s, 3),
                 **({"hnsw": vars(self.hnsw)} if self.kind == "hnsw" else {})}
 
@@ -201,7 +212,8 @@ class GalleryIndex:
         (tmp / "names.txt").write_text("".join(f"{name}\n" for name in self.names))
         if self.kind == "hnsw":
             _faiss().write_index(self._structure, str(tmp / "hnsw.faiss"))
-        meta = {"format": FORMAT, "kind": self.kind, "size": len(self), "dim": self.dim,
+        meta = {"format": FORMAT, "kind": self.kind, "metric": self.metric,
+                "size": len(self), "dim": self.dim,
                 "recall_at_10": self.recall_at_10, "hnsw": vars(self.hnsw), **self.meta}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         old = folder.parent / f".{folder.name}.old"
@@ -229,10 +241,13 @@ class GalleryIndex:
         kind = meta.pop("kind")
         hnsw = HNSWParams(**meta.pop("hnsw"))
         recall = float(meta.pop("recall_at_10"))
+        metric = meta.pop("metric", "euclidean")  # indexes saved before metrics existed
+        if metric not in METRICS:
+            raise GalleryIndexError(f"{folder}: unknown metric {metric!r}; rebuild it")
         for key in ("format", "size", "dim"):
             meta.pop(key, None)
         index = cls(arrays["vectors"], arrays["pids"], arrays["camids"], names, kind, hnsw,
-                    recall, meta)
+                    recall, meta, metric=metric)
         if not len(index.names) == len(index.pids) == len(index.vectors):
             raise GalleryIndexError(f"{folder}: {len(index.vectors)} vectors but {len(index.names)} names")
         if kind == "hnsw":
@@ -244,6 +259,14 @@ class GalleryIndex:
         else:
             index._make_structure()
         return index
+
+
+def scaled(vectors: np.ndarray, metric: str) -> np.ndarray:
+    """Vectors as the metric compares them: unit length for cosine (zero stays zero)."""
+    if metric == "euclidean":
+        return vectors
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 def perturbed_queries(vectors: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -259,7 +282,8 @@ def recall_at(index: GalleryIndex, queries: np.ndarray, k: int = 10) -> float:
     """Share of each query's k exact nearest neighbours that the index returns in its top k."""
     if index.exact:
         return 1.0
-    exact = GalleryIndex.build(index.vectors, index.pids, index.camids, index.names, "exact")
+    exact = GalleryIndex.build(index.vectors, index.pids, index.camids, index.names, "exact",
+                               metric=index.metric)
     _, truth = exact.search(queries, k)
     _, found = index.search(queries, k)
     return float(np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(truth, found)]))

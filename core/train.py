@@ -13,6 +13,7 @@ shipped model set, which receives half-precision EMA weights at every save.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -34,6 +35,7 @@ from .data import Split, load_split
 from .device import autocast
 from .diagnostics import identity_share
 from .images import Normalizer, channel_stats, image_grid
+from .index import scaled
 from .metrics import euclidean_distances, retrieval_summary
 from .models import Generator, IdentityPrior, Img2ID, Img2Noise
 from .pipeline import generate, guided, sample_prior
@@ -573,7 +575,7 @@ class Img2IDTrainer(ModelSetTrainer):
             x = x.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, self.opt.precision):
                 features.append(net.encode(x, self.config.img2id.flip).cpu().numpy())
-        f = np.concatenate(features)
+        f = scaled(np.concatenate(features), self.config.img2id.metric)
         pids = self.real.labels.cpu().numpy()[self.val_rows]
         cams = self.real.camids[self.val_rows]
         return float(retrieval_summary(euclidean_distances(f, f), pids, pids, cams, cams)
@@ -768,6 +770,18 @@ class BaselineNet(torch.nn.Module):
         features = self.encoder(x).float()
         return features, self.classifier(self.neck(features))
 
+    @torch.no_grad()
+    def neck_encoder(self) -> Img2ID:
+        """A copy of the encoder whose output is the neck's at inference (Bag of Tricks'
+        retrieval features): BatchNorm in eval mode is affine, so it folds exactly into the
+        encoder's last dense layer."""
+        encoder = copy.deepcopy(self.encoder).float()
+        last, bn = encoder.head[-1], self.neck
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        last.bias.copy_((last.bias - bn.running_mean) * scale + bn.bias)
+        last.weight.mul_(scale[:, None])
+        return encoder
+
 
 class BaselineTrainer(Trainer):
     """The obvious alternative to a generative identity: the Img2ID encoder (same size, same
@@ -779,9 +793,9 @@ class BaselineTrainer(Trainer):
 
     def __init__(self, data: str, out, work_dir, options: TrainOptions,
                  config: ModelSetConfig | None = None, instances: int = 4, margin: float = 0.3,
-                 augment: Augment | None = None):
+                 augment: Augment | None = None, bnneck: bool = False):
         super().__init__(out, work_dir, options)
-        self.augment = augment
+        self.augment, self.bnneck = augment, bnneck
         if options.batch_size % instances:
             raise ValueError(f"batch size {options.batch_size} must be a multiple of "
                              f"--instances {instances}")
@@ -789,6 +803,8 @@ class BaselineTrainer(Trainer):
         split = load_split(data, tuple(self.config.image_size))
         self.source = str(data)
         fit_config(self.config, split)
+        if bnneck:  # the neck's features are compared by angle (Luo et al., 2019)
+            self.config.img2id.metric = "cosine"
         self.normalizer = Normalizer(self.config.mean, self.config.std, self.device)
         self.data = TrainingImages(split, self.normalizer, self.device)
         self.instances, self.margin = instances, margin
@@ -811,5 +827,6 @@ class BaselineTrainer(Trainer):
         w = ckpt.ModelSetWriter(self.out)
         w.config(self.config)
         w.identities(self.data.pids.tolist(), self.source)
-        w.weights("img2id", self.ema.module.encoder)
+        net = self.ema.module
+        w.weights("img2id", net.neck_encoder() if self.bnneck else net.encoder)
         w.commit()

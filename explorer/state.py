@@ -646,7 +646,7 @@ class ExplorerState:
             features = self.gallery_features(report)
             _, gallery = self.pictures(report)
             self._search_index = GalleryIndex.build(features, gallery.labels, gallery.camids,
-                                                    gallery.names)
+                                                    gallery.names, metric=self.model.retrieval_metric)
         return self._search_index
 
     def start_background(self) -> None:

@@ -33,6 +33,32 @@ def test_exact_paths_rank_identically():
     np.testing.assert_array_equal(rows_exact[:, 0], brute.argmin(1))
 
 
+@pytest.mark.parametrize("kind", ["exact", "flat", "hnsw"])
+def test_cosine_metric_ranks_by_angle(tmp_path, kind):
+    gallery, queries = gaussian(400), gaussian(10, seed=1)
+    index = GalleryIndex.build(gallery, kind=kind, metric="cosine")
+    _, rows = index.search(queries, 5)
+    cos = (queries / np.linalg.norm(queries, axis=1, keepdims=True)) @ (
+        gallery / np.linalg.norm(gallery, axis=1, keepdims=True)).T
+    truth = np.argsort(-cos, axis=1)[:, :5]
+    agree = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(rows, truth)])
+    assert agree == 1.0 if index.exact else agree > 0.9
+    # Lengths do not matter under cosine; they do under Euclidean.
+    np.testing.assert_array_equal(index.search(3.0 * queries, 5)[1], rows)
+    scaled = GalleryIndex.build(gallery * np.linspace(0.5, 2.0, 400)[:, None].astype(np.float32),
+                                kind="exact", metric="cosine")
+    if index.exact:
+        np.testing.assert_array_equal(scaled.search(queries, 5)[1], rows)
+    euclid = GalleryIndex.build(gallery, kind="exact").search(queries, 5)[1]
+    assert not np.array_equal(euclid, truth)
+    # Saved and loaded, an index keeps its metric.
+    loaded = GalleryIndex.load(index.save(tmp_path / "g"))
+    assert loaded.metric == "cosine" and loaded.describe()["metric"] == "cosine"
+    np.testing.assert_array_equal(loaded.search(queries, 5)[1], rows)
+    with pytest.raises(GalleryIndexError, match="metric"):
+        GalleryIndex.build(gallery, metric="manhattan")
+
+
 def test_approximate_index_states_its_recall():
     gallery = gaussian(5000)
     index = GalleryIndex.build(gallery, kind="hnsw")
@@ -116,6 +142,12 @@ def test_eval_index_kinds(explorer_model_set, capsys):
     assert results["flat"]["standard"] == results["exact"]["standard"]
     assert results["flat"]["paper"] == results["exact"]["paper"]
     assert results["hnsw"]["index"]["kind"] == "hnsw"
+    assert results["exact"]["index"]["metric"] == "euclidean"
+    assert cli.main(args + ["--metric", "cosine"]) == 0
+    cosine = json.loads(capsys.readouterr().out)
+    assert cosine["index"]["metric"] == "cosine" and 0.0 <= cosine["standard"]["mAP"] <= 1.0
+    assert cli.main(args + ["--metric", "cosine", "--rerank"]) == 0
+    assert json.loads(capsys.readouterr().out)["metric"] == "cosine"
 
 
 def test_genreid_index_writes_an_index_the_set_can_load(explorer_model_set, tmp_path, capsys):
@@ -137,6 +169,10 @@ def test_genreid_index_writes_an_index_the_set_can_load(explorer_model_set, tmp_
     with pytest.raises(ValueError, match="flip"):
         load_gallery_index(out, model)
     model.config.img2id.flip = False
+    model.config.img2id.metric = "cosine"
+    with pytest.raises(ValueError, match="metric"):
+        load_gallery_index(out, model)
+    model.config.img2id.metric = "euclidean"
     meta = json.loads((out / "meta.json").read_text())
     meta["encoder"]["img2id"] = {"img2id-0000.safetensors": "feed"}
     (out / "meta.json").write_text(json.dumps(meta))

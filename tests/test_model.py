@@ -950,3 +950,12 @@ def test_a_changed_config_is_committed_with_the_manifest(tmp_path, monkeypatch, 
     w.config(changed)
     w.commit()
     assert ckpt.read_config(tmp_path) == changed and ckpt.verify(tmp_path)
+
+
+def test_config_validate_names_the_retrieval_metrics():
+    config = tiny_set_config()
+    config.img2id.metric = "cosine"
+    config.validate()
+    config.img2id.metric = "angle"
+    with pytest.raises(ValueError, match="img2id.metric must be one of euclidean, cosine"):
+        config.validate()

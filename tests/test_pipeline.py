@@ -635,9 +635,48 @@ def test_baseline_trains_and_evaluates_like_a_model_set(trained, tmp_path, capsy
     plain = load_file(str(tmp_path / "work" / "step-00000003" / "ema.safetensors"))
     augmented = load_file(str(tmp_path / "work-aug" / "step-00000003" / "ema.safetensors"))
     assert any(not torch.equal(plain[k], augmented[k]) for k in plain)
+    # --bnneck: the same run re-exported (nothing left to train) with the neck folded into the
+    # encoder, compared by cosine: the set's features are the trained neck's outputs.
+    from core.config import ModelSetConfig
+    from core.models import Img2ID
+    from core.train import BaselineNet
+    assert cli("train", "baseline", "--data", trained.train, "--out", out, "--config", trained.config,
+               "--steps", 3, "--batch-size", 8, "--instances", 2, "--save-every", 3,
+               "--work-dir", tmp_path / "work", "--bnneck") == 0
+    necked = GenReID.load(out, device="cpu", precision="fp32")
+    assert necked.retrieval_metric == "cosine"
+    config = ModelSetConfig.load(trained.config)
+    net = BaselineNet(Img2ID(config.img2id, tuple(config.image_size)), 4)
+    net.load_state_dict({k[len("module."):]: v for k, v in load_file(
+        str(tmp_path / "work" / "step-00000003" / "ema.safetensors")).items()
+        if k.startswith("module.")})
+    pictures = np.random.default_rng(0).integers(0, 256, (3, 64, 32, 3), dtype=np.uint8)
+    with torch.no_grad():
+        expected = net.eval().neck(net.encoder(necked.normalizer.encode(torch.from_numpy(pictures))))
+    np.testing.assert_allclose(necked.encode(pictures, flip=False), expected.numpy(), atol=2e-2)
     # A batch that does not split into identities of --instances images is refused clearly.
     assert cli("train", "baseline", "--data", trained.train, "--out", out, "--batch-size", 7,
                "--instances", 2, "--work-dir", tmp_path / "work2") == 2
+
+
+def test_neck_folds_exactly_into_the_encoder():
+    from core.config import ModelSetConfig
+    from core.models import Img2ID
+    from core.train import BaselineNet
+
+    config = ModelSetConfig()
+    net = BaselineNet(Img2ID(config.img2id, (64, 32)), 10)
+    with torch.no_grad():  # a neck far from the identity
+        net.neck.running_mean.uniform_(-1, 1)
+        net.neck.running_var.uniform_(0.1, 4)
+        net.neck.weight.uniform_(0.5, 2)
+        net.neck.bias.uniform_(-1, 1)
+        x = torch.randn(4, 3, 64, 32)
+        raw = net.eval().encoder(x)
+        expected = net.neck(raw)
+        folded = net.neck_encoder()(x)
+    assert (raw - expected).abs().max() > 0.1
+    torch.testing.assert_close(folded, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_batch_hard_triplet_by_hand():
