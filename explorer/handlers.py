@@ -518,6 +518,9 @@ def retrieve(state: ExplorerState, upload: str | None = None, query: int = 0,
     else:
         lines.append("The query's person is unknown (name the upload like Market-1501, "
                      "e.g. 0002_c1s1_000451_01.jpg, to get frames and AP).")
+    if index.metric == "cosine":
+        lines.append("Distances d are between the identity vectors scaled to unit length "
+                     "(the set's cosine metric, `img2id.metric`).")
     if gallery.generated:
         lines.append("No dataset given: query and gallery are **generated** from prior samples "
                      "(a few noises per identity), so right and wrong are known.")

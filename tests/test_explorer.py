@@ -241,6 +241,27 @@ def test_retrieve_without_data_uses_a_generated_gallery(bare):
     np.testing.assert_allclose(q, bare.model.encode(query.images[1:2])[0], atol=1e-6)
 
 
+def test_retrieve_ranks_by_the_sets_metric(explorer_model_set, tmp_path):
+    """A set with img2id.metric "cosine" ranks the explorer's gallery by angle, and says so."""
+    from core import checkpoint as ckpt
+
+    folder = tmp_path / "set"
+    shutil.copytree(explorer_model_set.full, folder)
+    config = ckpt.read_config(folder)
+    config.img2id.metric = "cosine"
+    writer = ckpt.ModelSetWriter(folder)
+    writer.config(config)
+    writer.commit()
+    state = load_state(folder, explorer_model_set.market, "cpu", cache_dir=tmp_path / "cache",
+                       background=False, num_prior=12)
+    _, table, info, _ = h.retrieve(state, None, 0, 8)
+    query, _ = state.pictures()
+    unit = lambda v: v / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    cos = (unit(state.model.encode(query.images[:1])) @ unit(state.gallery_features()).T)[0]
+    assert list(table["gallery index"]) == list(np.argsort(-cos, kind="stable"))
+    assert "cosine" in info
+
+
 def test_retrieve_with_data_reports_average_precision(with_data, tmp_path):
     picture, table, info, files = h.retrieve(with_data)
     query, gallery = with_data.pictures()
