@@ -89,8 +89,6 @@ class GalleryIndex:
     def build(cls, vectors, pids=None, camids=None, names=None, kind: str = "auto",
               hnsw: HNSWParams | None = None, meta: dict | None = None,
               recall_queries: int = 256, metric: str = "euclidean") -> GalleryIndex:
-        if metric not in METRICS:
-            raise GalleryIndexError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or not len(vectors):
             raise GalleryIndexError(f"a gallery needs vectors of shape (N, D), N > 0; got {vectors.shape}")
@@ -262,7 +260,10 @@ class GalleryIndex:
 
 
 def scaled(vectors: np.ndarray, metric: str) -> np.ndarray:
-    """Vectors as the metric compares them: unit length for cosine (zero stays zero)."""
+    """Vectors as the metric compares them: unit length for cosine (zero stays zero). Every
+    retrieval path scales through here, so an unknown metric is refused here."""
+    if metric not in METRICS:
+        raise GalleryIndexError(f"metric must be one of {', '.join(METRICS)}, not {metric!r}")
     if metric == "euclidean":
         return vectors
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
