@@ -16,8 +16,11 @@ one uint8 array (N, H, W, 3). Every method works in batches and returns NumPy ar
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +35,19 @@ from .models import Generator, IdentityPrior, Img2ID, Img2Noise
 from .pipeline import generate, sample_prior
 
 NOISE_CLIP = 2.5  # the paper shows the noise clipped to [-2.5, 2.5], rescaled to [0, 1]
+
+
+def _load_networks(folder: Path, config: ModelSetConfig) -> dict[str, torch.nn.Module]:
+    """Every part the set holds, built from `config` and loaded (float32, CPU)."""
+    builders = {
+        "generator": lambda: Generator(config.generator),
+        "preview": lambda: Generator(config.preview_generator()),
+        "prior": lambda: IdentityPrior(config.prior),
+        "img2id": lambda: Img2ID(config.img2id, tuple(config.image_size)),
+        "img2noise": lambda: Img2Noise(config.img2noise),
+    }
+    return {part: ckpt.load_weights(folder, part, build())
+            for part, build in builders.items() if ckpt.has_part(folder, part)}
 
 
 @dataclass
@@ -66,18 +82,10 @@ class GenReID:
         ckpt.verify(folder)
         config = ckpt.read_config(folder)
         device = pick_device(device)
-        builders = {
-            "generator": lambda: Generator(config.generator),
-            "preview": lambda: Generator(config.preview_generator()),
-            "prior": lambda: IdentityPrior(config.prior),
-            "img2id": lambda: Img2ID(config.img2id, tuple(config.image_size)),
-            "img2noise": lambda: Img2Noise(config.img2noise),
-        }
         networks = {}
-        for part, build in builders.items():
-            if ckpt.has_part(folder, part):
-                net = ckpt.load_weights(folder, part, build()).to(device).eval()
-                networks[part] = net.to(memory_format=torch.channels_last).requires_grad_(False)
+        for part, net in _load_networks(folder, config).items():
+            net = net.to(device).eval()
+            networks[part] = net.to(memory_format=torch.channels_last).requires_grad_(False)
         if not networks:
             raise ckpt.CheckpointError(f"{folder} holds no network (no *.safetensors)")
         return cls(folder, config, ckpt.read_identities(folder), networks, device, batch_size,
@@ -275,3 +283,65 @@ class GenReID:
         """uint8 (N, H, W, 3) view of noises (N, 3, H, W): clipped to +-2.5, rescaled to [0, 1]."""
         unit = (np.clip(noise, -NOISE_CLIP, NOISE_CLIP) + NOISE_CLIP) / (2 * NOISE_CLIP)
         return (unit.transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)
+
+
+def configure_set(folder: str | Path, settings: dict[str, Any]) -> ModelSetConfig:
+    """Change settings of a model set's config.json, e.g. {"img2id.flip": True,
+    "generator.guidance": 2.0}: each must exist and keep its type, the result must validate
+    and the set's weights must still load into it; committed with the manifest like any
+    other write. Returns the new config."""
+    folder = Path(folder)
+    ckpt.verify(folder)
+    data = ckpt.read_config(folder).to_dict()
+    for key, value in settings.items():
+        *path, last = key.split(".")
+        if key.split(".")[0] == "storage":
+            raise ValueError("storage is changed by `genreid store`, which rewrites the weights")
+        node = data
+        for name in path:
+            if not isinstance(node.get(name), dict):
+                raise ValueError(f"{key}: config.json has no section {name!r}")
+            node = node[name]
+        if last not in node or isinstance(node[last], dict):
+            raise ValueError(f"{key}: not a setting of config.json; there: "
+                             f"{', '.join(sorted(node))}")
+        old = node[last]
+        if isinstance(old, float) and type(value) is int:
+            value = float(value)
+        if type(value) is not type(old):
+            raise ValueError(f"{key} takes a {type(old).__name__} (now {json.dumps(old)}), "
+                             f"not {json.dumps(value)}")
+        node[last] = value
+    config = ModelSetConfig.from_dict(data)
+    config.validate()
+    try:
+        _load_networks(folder, config)
+    except ckpt.CheckpointError as e:
+        raise ValueError(f"refused: with these settings the weights no longer load ({e})") from None
+    writer = ckpt.ModelSetWriter(folder)
+    writer.config(config)
+    writer.commit()
+    return config
+
+
+def store_parts(folder: str | Path, storage: dict[str, str]) -> dict[str, int]:
+    """Rewrite parts of a model set in another storage ("float16" or "int8", see
+    core.checkpoint) and record it in the set's config, so later exports keep it.
+    Returns the bytes each rewritten part now takes."""
+    folder = Path(folder)
+    ckpt.verify(folder)
+    config = ckpt.read_config(folder)
+    networks = _load_networks(folder, config)
+    missing = sorted(set(storage) - set(networks))
+    if missing:
+        raise ValueError(f"{folder} has no {', '.join(missing)} to store "
+                         f"(it holds {', '.join(networks) or 'no network'})")
+    config = dataclasses.replace(config, storage={**config.storage, **storage})
+    config.validate()
+    writer = ckpt.ModelSetWriter(folder)
+    writer.config(config)
+    for part in storage:
+        writer.weights(part, networks[part])
+    writer.commit()
+    return {part: sum((Path(folder) / n).stat().st_size for n in ckpt.part_files(folder, part))
+            for part in storage}

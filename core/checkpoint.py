@@ -4,7 +4,9 @@ A model set is a folder that explains itself:
     config.json           ModelSetConfig (architecture, image size, normalisation, schedule)
     identities.json       the person id of each row of the identity table
     generator-<tag>.safetensors, prior-<tag>.safetensors, img2id-..., img2noise-..., preview-...
-                          half-precision weights; <tag> is the start of their SHA-256, and a
+                          weights in float16, or for a part the config's `storage` names
+                          "int8", its matrices and kernels in int8 with one float32 scale
+                          per output channel; <tag> is the start of their SHA-256, and a
                           part over 8 MiB is split: img2id-<tag>-00001-of-00002.safetensors
                           (sets written before tags, e.g. generator.safetensors, still load)
     manifest.json         SHA-256 of every file above, checked at load
@@ -27,10 +29,9 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import ModelSetConfig
+from .config import PARTS, ModelSetConfig
 from .files import atomic_write
 
-PARTS = ("generator", "preview", "prior", "img2id", "img2noise")
 MANIFEST = "manifest.json"
 STAGED = ".new"  # suffix of a changed JSON file written but not yet committed
 # Files stay under the Hub's 10 MiB limit for plain git (and the GPU machine's 16 MiB).
@@ -53,9 +54,40 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: (v.half() if v.is_floating_point() else v).detach().cpu().contiguous()
-            for k, v in state.items()}
+# The scale of an int8 tensor <name> is stored as <name><SCALE>; ":" is never part of a
+# state-dict key, so the two cannot collide.
+SCALE = ":scale"
+
+
+def _stored(state: dict[str, torch.Tensor], storage: str) -> dict[str, torch.Tensor]:
+    """The tensors a part's file holds. float16: every float tensor halved. int8: each weight
+    with 2+ dimensions rounded to q = round(w / s) in [-127, 127], one s = max|w| / 127 per
+    output channel (row), so a channel of small weights keeps its own resolution; biases and
+    normalisation parameters (a few per mille of the bytes) stay float16."""
+    out = {}
+    for k, v in state.items():
+        v = v.detach().cpu()
+        if storage == "int8" and v.is_floating_point() and v.dim() >= 2:
+            v = v.float()
+            scale = v.abs().amax(dim=tuple(range(1, v.dim())), keepdim=True).clamp_min(1e-12) / 127
+            out[k] = torch.round(v / scale).clamp_(-127, 127).to(torch.int8).contiguous()
+            out[k + SCALE] = scale.reshape(-1).contiguous()
+        else:
+            out[k] = (v.half() if v.is_floating_point() else v).contiguous()
+    return out
+
+
+def _restored(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Undo `_stored`: int8 tensors times their per-channel scale (float32)."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith(SCALE):
+            continue
+        scale = state.get(k + SCALE)
+        if scale is not None:
+            v = v.float() * scale.float().reshape(-1, *([1] * (v.dim() - 1)))
+        out[k] = v
+    return out
 
 
 def _weight_part(name: str) -> str | None:
@@ -81,6 +113,13 @@ class ModelSetWriter:
         self.folder = Path(folder)
         self.written: dict[str, list[str]] = {}
         self.staged: list[str] = []  # changed JSON files waiting as <name>.new
+        self.storage: dict[str, str] | None = None  # from config(), else the folder's config
+
+    def _storage(self, part: str) -> str:
+        if self.storage is None:
+            path = self.folder / "config.json"
+            self.storage = ModelSetConfig.load(path).storage if path.is_file() else {}
+        return self.storage.get(part, "float16")
 
     def _json(self, name: str, data: Any) -> None:
         text = json.dumps(data, indent=2) + "\n"
@@ -97,6 +136,7 @@ class ModelSetWriter:
 
     def config(self, config: ModelSetConfig) -> None:
         self._json("config.json", config.to_dict())
+        self.storage = dict(config.storage)
 
     def identities(self, pids: list[int], source: str) -> None:
         self._json("identities.json", {"pids": [int(p) for p in pids], "source": source})
@@ -104,7 +144,7 @@ class ModelSetWriter:
     def weights(self, part: str, module: torch.nn.Module) -> None:
         if part not in PARTS:
             raise ValueError(f"unknown part {part!r}; valid: {PARTS}")
-        state = _half(module.state_dict())
+        state = _stored(module.state_dict(), self._storage(part))
         shards: list[dict[str, torch.Tensor]] = [{}]
         size = 0
         digest = hashlib.sha256()
@@ -217,6 +257,7 @@ def load_weights(folder: str | Path, part: str, module: torch.nn.Module) -> torc
             raise CheckpointError(f"cannot read {path}: {e}") from None
     path = Path(folder) / names[0]
     target = module.state_dict()
+    state = _restored(state)
     state = {k: v.to(target[k].dtype) if k in target else v for k, v in state.items()}
     try:
         module.load_state_dict(state)

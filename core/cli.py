@@ -42,6 +42,22 @@ BANK_HELP = ("generate N images once and draw the generated share of each batch 
              "(default 0: generate on the fly at every step, as the paper; a bank suits CPUs)")
 
 
+def parse_setting(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value  # a bare word: a string
+
+
+def _setting(data: dict, key: str):
+    for name in key.split("."):
+        data = data[name]
+    return data
+
+
 def add_train_options(p: argparse.ArgumentParser, steps: int, batch: int, lr: float,
                       save_every: int) -> None:
     p.add_argument("--steps", type=int, default=steps, help="total optimiser steps (default %(default)s)")
@@ -178,6 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset root (its bounding_box_test/) or any Market-1501 style folder")
     p.add_argument("--out", default=None, help="index folder (default: <checkpoint>/gallery)")
     add_encoding_options(p)
+
+    p = sub.add_parser("store", help="rewrite parts of a model set in float16 or int8 "
+                       "(int8: half the bytes, dequantized at load; measure it with genreid eval)")
+    p.add_argument("--checkpoint", required=True, help="model-set folder to rewrite in place")
+    p.add_argument("--parts", required=True, type=lambda s: s.split(","),
+                   help="comma-separated parts, e.g. img2id,img2noise")
+    p.add_argument("--as", dest="storage", required=True, choices=list(config.STORAGES))
+
+    p = sub.add_parser("configure", help="change settings in a model set's config.json "
+                       "(validated, manifest updated), e.g. img2id.flip=true generator.guidance=2")
+    p.add_argument("--checkpoint", required=True, help="model-set folder to change in place")
+    p.add_argument("settings", nargs="+", type=parse_setting, metavar="KEY=VALUE",
+                   help="dotted key and a JSON value (a bare word is a string: "
+                        "img2id.metric=cosine)")
 
     p = sub.add_parser("sample", help="write a grid: identities (rows) x noises (columns)")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT)
@@ -481,6 +511,15 @@ def main(argv: list[str] | None = None) -> int:
             run_eval(args)
         elif args.command == "index":
             run_index(args)
+        elif args.command == "store":
+            from .api import store_parts
+            sizes = store_parts(args.checkpoint, {part: args.storage for part in args.parts})
+            print(json.dumps({"checkpoint": str(args.checkpoint), "storage": args.storage,
+                              "bytes": sizes}))
+        elif args.command == "configure":
+            from .api import configure_set
+            config = configure_set(args.checkpoint, dict(args.settings))
+            print(json.dumps({key: _setting(config.to_dict(), key) for key, _ in args.settings}))
         elif args.command == "sample":
             run_sample(args)
         elif args.command == "diagnose":

@@ -75,6 +75,8 @@ class PriorConfig:
 
 
 METRICS = ("euclidean", "cosine")  # retrieval distances (core.index)
+STORAGES = ("float16", "int8")  # how a part's weights are stored (core.checkpoint)
+PARTS = ("generator", "preview", "prior", "img2id", "img2noise")
 
 
 @dataclass
@@ -112,6 +114,9 @@ class ModelSetConfig:
     prior: PriorConfig = field(default_factory=PriorConfig)
     img2id: Img2IDConfig = field(default_factory=Img2IDConfig)
     img2noise: Img2NoiseConfig = field(default_factory=Img2NoiseConfig)
+    # How each part's weights are written, by part name: "float16" (the default for a part not
+    # named) or "int8" (half the bytes; see core.checkpoint). Loading reads either.
+    storage: dict[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
         h, w = self.image_size
@@ -138,6 +143,12 @@ class ModelSetConfig:
         if self.img2id.metric not in METRICS:
             raise ValueError(f"img2id.metric must be one of {', '.join(METRICS)}, "
                              f"not {self.img2id.metric!r}")
+        if not isinstance(self.storage, dict):
+            raise ValueError("storage must be an object mapping part names to storages")
+        for part, kind in self.storage.items():
+            if part not in PARTS or kind not in STORAGES:
+                raise ValueError(f"storage: {part!r}: {kind!r} is not a part and a storage; "
+                                 f"parts: {', '.join(PARTS)}; storages: {', '.join(STORAGES)}")
         if self.generator.id_init not in ("uniform", "pca"):
             raise ValueError(f"generator.id_init must be 'uniform' or 'pca', "
                              f"not {self.generator.id_init!r}")

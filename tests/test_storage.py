@@ -1,0 +1,138 @@
+"""Weight storage of a model set: float16 (the default) or int8 per part (`genreid store`)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core import checkpoint as ckpt
+from core import cli
+from core.api import GenReID, store_parts
+from core.config import ModelSetConfig
+from core.models import Img2ID
+
+torch.set_num_threads(1)
+
+
+def _stored_file(folder, part):
+    state = {}
+    for name in ckpt.part_files(folder, part):
+        state.update(load_file(str(folder / name)))
+    return state
+
+
+def _net(config):
+    torch.manual_seed(0)
+    net = Img2ID(config.img2id, tuple(config.image_size))
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # away from the zero-initialised head, channels of unlike scales
+        for p in net.parameters():
+            scale = torch.rand(p.shape[0], generator=g).reshape(-1, *[1] * (p.dim() - 1)) * 0.5
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return net
+
+
+def _write(folder, config, net):
+    w = ckpt.ModelSetWriter(folder)
+    w.config(config)
+    w.identities([1, 2], "test")
+    w.weights("img2id", net)
+    w.commit()
+
+
+def test_int8_storage_rounds_each_output_channel_to_its_own_scale(tmp_path):
+    from conftest import tiny_model_config
+
+    config = tiny_model_config()
+    config.storage = {"img2id": "int8"}
+    net = _net(config)
+    _write(tmp_path, config, net)
+    stored = _stored_file(tmp_path, "img2id")
+    loaded = ckpt.load_weights(tmp_path, "img2id", Img2ID(config.img2id, tuple(config.image_size)))
+    matrices = 0
+    for k, original in net.state_dict().items():
+        back = loaded.state_dict()[k]
+        assert back.dtype == original.dtype, k
+        if not original.is_floating_point():
+            assert torch.equal(back, original), k
+        elif original.dim() >= 2:
+            matrices += 1
+            assert stored[k].dtype == torch.int8 and stored[k + ckpt.SCALE].dtype == torch.float32
+            rows = original.reshape(len(original), -1)
+            step = rows.abs().amax(1) / 127  # one rounding step per output channel
+            err = (back - original).reshape(len(original), -1).abs().amax(1)
+            assert torch.all(err <= step / 2 * 1.001 + 1e-12), k
+            assert stored[k].abs().amax() == 127  # the largest weight uses the whole range
+        else:  # biases and normalisation parameters stay float16
+            assert stored[k].dtype == torch.float16
+            assert torch.equal(back, original.half().float()), k
+    assert matrices >= 4
+
+
+def test_int8_takes_about_half_the_bytes_and_the_writer_keeps_the_sets_storage(tmp_path):
+    from conftest import tiny_model_config
+
+    config = tiny_model_config()
+    net = _net(config)
+    _write(tmp_path / "half", config, net)
+    config.storage = {"img2id": "int8"}
+    _write(tmp_path / "int8", config, net)
+    size = {k: sum((tmp_path / k / n).stat().st_size for n in ckpt.part_files(tmp_path / k, "img2id"))
+            for k in ("half", "int8")}
+    assert 0.45 < size["int8"] / size["half"] < 0.6
+    # A later export that does not pass the config (as the inverters' training saves do)
+    # reads the set's storage from its config.json.
+    w = ckpt.ModelSetWriter(tmp_path / "int8")
+    w.weights("img2id", net)
+    w.commit()
+    assert any(v.dtype == torch.int8 for v in _stored_file(tmp_path / "int8", "img2id").values())
+    assert ckpt.verify(tmp_path / "int8")
+
+
+@pytest.mark.parametrize("storage, message", [
+    ({"img2id": "int4"}, "int4"), ({"decoder": "int8"}, "decoder"), (["img2id"], "object")])
+def test_a_bad_storage_in_the_config_is_named(storage, message):
+    data = ModelSetConfig().to_dict()
+    data["storage"] = storage
+    with pytest.raises(ValueError, match=message):
+        ModelSetConfig.from_dict(data).validate()
+
+
+def test_genreid_store_rewrites_parts_in_place_and_back(explorer_model_set, tmp_path, capsys):
+    folder = tmp_path / "set"
+    shutil.copytree(explorer_model_set.full, folder)
+    pictures = (np.random.default_rng(0).random((6, 64, 32, 3)) * 255).astype(np.uint8)
+    before = GenReID.load(folder, device="cpu", precision="fp32").encode(pictures)
+    assert cli.main(["store", "--checkpoint", str(folder), "--parts", "img2id,img2noise",
+                     "--as", "int8"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["bytes"]) == {"img2id", "img2noise"}
+    assert json.loads((folder / "config.json").read_text())["storage"] == \
+        {"img2id": "int8", "img2noise": "int8"}
+    ckpt.verify(folder)
+    model = GenReID.load(folder, device="cpu", precision="fp32")
+    after = model.encode(pictures)
+    # the identities move by a small fraction of their spread
+    assert np.abs(after - before).max() < 0.05 * before.std() + 1e-6
+    assert model.decompose(pictures[:2]).error.shape == (2,)
+    # the generator, not named, is untouched
+    gen = ckpt.part_files(explorer_model_set.full, "generator")
+    assert ckpt.part_files(folder, "generator") == gen
+    # storing again is a no-op on the bytes: int8 values re-round to themselves
+    names = ckpt.part_files(folder, "img2id")
+    assert store_parts(folder, {"img2id": "int8"})
+    assert ckpt.part_files(folder, "img2id") == names
+
+
+def test_genreid_store_names_a_part_the_set_lacks(explorer_model_set, tmp_path, capsys):
+    folder = tmp_path / "set"
+    shutil.copytree(explorer_model_set.generator_only, folder)
+    before = sorted(p.name for p in folder.iterdir())
+    assert cli.main(["store", "--checkpoint", str(folder), "--parts", "img2id",
+                     "--as", "int8"]) == 2
+    assert "has no img2id" in capsys.readouterr().err
+    assert sorted(p.name for p in folder.iterdir()) == before
