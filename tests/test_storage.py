@@ -136,3 +136,28 @@ def test_genreid_store_names_a_part_the_set_lacks(explorer_model_set, tmp_path, 
                      "--as", "int8"]) == 2
     assert "has no img2id" in capsys.readouterr().err
     assert sorted(p.name for p in folder.iterdir()) == before
+
+
+def test_genreid_configure_changes_settings_and_refuses_what_would_break(explorer_model_set,
+                                                                       tmp_path, capsys):
+    folder = tmp_path / "set"
+    shutil.copytree(explorer_model_set.full, folder)
+    assert cli.main(["configure", "--checkpoint", str(folder), "img2id.flip=true",
+                     "img2id.metric=cosine", "generator.guidance=1"]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "img2id.flip": True, "img2id.metric": "cosine", "generator.guidance": 1.0}
+    ckpt.verify(folder)  # the manifest holds the new config.json
+    config = ckpt.read_config(folder)
+    assert config.img2id.flip and config.img2id.metric == "cosine"
+    assert config.generator.guidance == 1.0
+    before = (folder / "config.json").read_text()
+    for setting, message in [("img2id.flip=yes", "takes a bool"),
+                             ("img2id.metric=manhattan", "img2id.metric must be"),
+                             ("img2id.dense=[4]", "no longer load"),
+                             ("img2id.colour=1", "not a setting"),
+                             ("img2id.unet=1", "not a setting"),
+                             ("storage.img2id=int8", "genreid store")]:
+        assert cli.main(["configure", "--checkpoint", str(folder), setting]) == 2, setting
+        assert message in capsys.readouterr().err, setting
+        assert (folder / "config.json").read_text() == before, setting
+    ckpt.verify(folder)
