@@ -323,6 +323,7 @@ class GeneratorTrainer(Trainer):
         self.source = str(data)
         if not resuming:
             fit_config(self.config, split)
+        self.explicit = ("generator.guidance",) if guidance is not None else ()
         if guidance is not None:  # sampling only: may change when resuming
             self.config.generator.guidance = guidance
             self.config.validate()
@@ -390,13 +391,42 @@ class GeneratorTrainer(Trainer):
 
     def export(self):
         w = ckpt.ModelSetWriter(self.out)
-        w.config(self.config)
+        w.config(export_config(self.out, self.config, self.explicit))
         w.identities(self.data.pids.tolist(), self.source)
         w.weights("generator", self.ema.module)
         w.commit()
 
 
 # ------------------------------------------------------------ networks trained on a set
+
+# Settings a user may change in an exported set (`genreid configure`, `genreid store`) that no
+# weights depend on: a later export keeps the set's values rather than the run's.
+SETTINGS = ("generator.guidance", "preview.steps", "preview.guided_steps", "img2id.flip",
+            "img2id.metric", "storage")
+
+
+def export_config(out: Path, config: ModelSetConfig, explicit: tuple[str, ...] = ()) -> ModelSetConfig:
+    """The config an export writes: the run's, with the settings the set already has, except
+    those this run was told explicitly (e.g. --guidance)."""
+    try:
+        current = ckpt.read_config(out).to_dict() if (Path(out) / "config.json").is_file() else None
+    except ckpt.CheckpointError:
+        current = None  # an unreadable config is replaced, as a new set's would be
+    if current is None:
+        return config
+    data = config.to_dict()
+    for key in SETTINGS:
+        if key in explicit:
+            continue
+        *sections, last = key.split(".")
+        src, dst = current, data
+        for name in sections:
+            src, dst = src[name], dst[name]
+        dst[last] = src[last]
+    merged = ModelSetConfig.from_dict(data)
+    merged.validate()
+    return merged
+
 
 class ModelSetTrainer(Trainer):
     """Base for the networks trained on top of an exported generator."""
@@ -740,7 +770,7 @@ class PreviewTrainer(ModelSetTrainer):
 
     def export(self):
         w = ckpt.ModelSetWriter(self.out)
-        w.config(self.config)
+        w.config(export_config(self.out, self.config))
         w.weights("preview", self.ema.module)
         w.commit()
 
@@ -825,7 +855,7 @@ class BaselineTrainer(Trainer):
 
     def export(self):
         w = ckpt.ModelSetWriter(self.out)
-        w.config(self.config)
+        w.config(export_config(self.out, self.config, ("img2id.metric",) if self.bnneck else ()))
         w.identities(self.data.pids.tolist(), self.source)
         net = self.ema.module
         w.weights("img2id", net.neck_encoder() if self.bnneck else net.encoder)

@@ -161,3 +161,56 @@ def test_genreid_configure_changes_settings_and_refuses_what_would_break(explore
         assert message in capsys.readouterr().err, setting
         assert (folder / "config.json").read_text() == before, setting
     ckpt.verify(folder)
+
+
+def _stored_kinds(folder, part):
+    return {v.dtype for v in _stored_file(folder, part).values()}
+
+
+def test_a_resumed_export_keeps_the_settings_and_storage_given_to_the_set(market_dir, tmp_path):
+    """`genreid configure` / `store` on an exported set survive the next export of the same
+    training run, except a setting that run is given explicitly (--guidance, --bnneck)."""
+    from conftest import tiny_model_config
+
+    tiny_model_config(guidance=2.0).save(tmp_path / "tiny.json")
+    data = str(market_dir / "bounding_box_train")
+    common = ["--batch-size", "4", "--device", "cpu", "--save-every", "2"]
+    out, runs = tmp_path / "set", tmp_path / "runs"
+
+    def generator(steps, *extra):
+        assert cli.main(["train", "generator", "--data", data, "--out", str(out), "--config",
+                         str(tmp_path / "tiny.json"), "--work-dir", str(runs / "generator"),
+                         "--steps", str(steps), *extra] + common) == 0
+
+    generator(2)
+    assert cli.main(["configure", "--checkpoint", str(out), "generator.guidance=1.5",
+                     "preview.steps=2", "img2id.flip=true"]) == 0
+    assert cli.main(["store", "--checkpoint", str(out), "--parts", "generator", "--as", "int8"]) == 0
+    generator(4)  # resumes and exports
+    config = ckpt.read_config(out)
+    assert (config.generator.guidance, config.preview.steps, config.img2id.flip) == (1.5, 2, True)
+    assert config.storage == {"generator": "int8"} and torch.int8 in _stored_kinds(out, "generator")
+    generator(6, "--guidance", "0.5")
+    assert ckpt.read_config(out).generator.guidance == 0.5
+    assert ckpt.read_config(out).preview.steps == 2
+
+    base = tmp_path / "baseline"
+
+    def baseline(steps, *extra):
+        assert cli.main(["train", "baseline", "--data", data, "--out", str(base), "--config",
+                         str(tmp_path / "tiny.json"), "--work-dir", str(runs / "baseline"),
+                         "--steps", str(steps), "--instances", "2", *extra] + common) == 0
+
+    baseline(2)
+    assert cli.main(["configure", "--checkpoint", str(base), "img2id.flip=true",
+                     "img2id.metric=cosine"]) == 0
+    assert cli.main(["store", "--checkpoint", str(base), "--parts", "img2id", "--as", "int8"]) == 0
+    baseline(4)
+    config = ckpt.read_config(base)
+    assert (config.img2id.flip, config.img2id.metric, config.storage) == \
+        (True, "cosine", {"img2id": "int8"})
+    assert torch.int8 in _stored_kinds(base, "img2id")
+    assert cli.main(["configure", "--checkpoint", str(base), "img2id.metric=euclidean"]) == 0
+    baseline(6, "--bnneck")  # the neck's features are compared by angle, whatever the set said
+    assert ckpt.read_config(base).img2id.metric == "cosine"
+    assert ckpt.read_config(base).img2id.flip
