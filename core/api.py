@@ -328,6 +328,10 @@ def store_parts(folder: str | Path, storage: dict[str, str]) -> dict[str, int]:
     """Rewrite parts of a model set in another storage ("float16" or "int8", see
     core.checkpoint) and record it in the set's config, so later exports keep it.
     Returns the bytes each rewritten part now takes."""
+    unknown = sorted(set(storage) - set(ckpt.PARTS))
+    if unknown:
+        raise ValueError(f"unknown part(s) {', '.join(map(repr, unknown))}; parts: "
+                         f"{', '.join(ckpt.PARTS)}")
     folder = Path(folder)
     ckpt.verify(folder)
     config = ckpt.read_config(folder)

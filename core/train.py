@@ -304,6 +304,35 @@ def pca_identity_init(images: torch.Tensor, labels: torch.Tensor, num: int, dim:
     return torch.cat([rows, rest], dim=1)
 
 
+# Settings a user may change in an exported set (`genreid configure`, `genreid store`) that no
+# weights depend on: a later export keeps the set's values rather than the run's.
+SETTINGS = ("generator.guidance", "preview.steps", "preview.guided_steps", "img2id.flip",
+            "img2id.metric", "storage")
+
+
+def export_config(out: Path, config: ModelSetConfig, explicit: tuple[str, ...] = ()) -> ModelSetConfig:
+    """The config an export writes: the run's, with the settings the set already has, except
+    those this run was told explicitly (e.g. --guidance)."""
+    try:
+        current = ckpt.read_config(out).to_dict() if (Path(out) / "config.json").is_file() else None
+    except ckpt.CheckpointError:
+        current = None  # an unreadable config is replaced, as a new set's would be
+    if current is None:
+        return config
+    data = config.to_dict()
+    for key in SETTINGS:
+        if key in explicit:
+            continue
+        *sections, last = key.split(".")
+        src, dst = current, data
+        for name in sections:
+            src, dst = src[name], dst[name]
+        dst[last] = src[last]
+    merged = ModelSetConfig.from_dict(data)
+    merged.validate()
+    return merged
+
+
 class GeneratorTrainer(Trainer):
     part = "generator"
 
@@ -398,35 +427,6 @@ class GeneratorTrainer(Trainer):
 
 
 # ------------------------------------------------------------ networks trained on a set
-
-# Settings a user may change in an exported set (`genreid configure`, `genreid store`) that no
-# weights depend on: a later export keeps the set's values rather than the run's.
-SETTINGS = ("generator.guidance", "preview.steps", "preview.guided_steps", "img2id.flip",
-            "img2id.metric", "storage")
-
-
-def export_config(out: Path, config: ModelSetConfig, explicit: tuple[str, ...] = ()) -> ModelSetConfig:
-    """The config an export writes: the run's, with the settings the set already has, except
-    those this run was told explicitly (e.g. --guidance)."""
-    try:
-        current = ckpt.read_config(out).to_dict() if (Path(out) / "config.json").is_file() else None
-    except ckpt.CheckpointError:
-        current = None  # an unreadable config is replaced, as a new set's would be
-    if current is None:
-        return config
-    data = config.to_dict()
-    for key in SETTINGS:
-        if key in explicit:
-            continue
-        *sections, last = key.split(".")
-        src, dst = current, data
-        for name in sections:
-            src, dst = src[name], dst[name]
-        dst[last] = src[last]
-    merged = ModelSetConfig.from_dict(data)
-    merged.validate()
-    return merged
-
 
 class ModelSetTrainer(Trainer):
     """Base for the networks trained on top of an exported generator."""

@@ -135,6 +135,9 @@ def test_genreid_store_names_a_part_the_set_lacks(explorer_model_set, tmp_path, 
     assert cli.main(["store", "--checkpoint", str(folder), "--parts", "img2id",
                      "--as", "int8"]) == 2
     assert "has no img2id" in capsys.readouterr().err
+    assert cli.main(["store", "--checkpoint", str(folder), "--parts", "img2id,",
+                     "--as", "int8"]) == 2
+    assert "unknown part(s) ''" in capsys.readouterr().err
     assert sorted(p.name for p in folder.iterdir()) == before
 
 
