@@ -8,6 +8,8 @@
     genreid train img2noise --checkpoint checkpoints/default --data packs/cuhk03_train_64x32.npz
     genreid eval --data ../shared/data/cuhk03 --checkpoint checkpoints/default --json
     genreid index --checkpoint checkpoints/default --data ../shared/data/cuhk03
+    genreid configure --checkpoint checkpoints/default img2id.flip=true img2id.metric=cosine
+    genreid store --checkpoint checkpoints/default --parts img2id,img2noise --as int8
     genreid sample --checkpoint checkpoints/default --out grid.png
     genreid bench --json
     genreid loadtest --clients 16 --seconds 60
