@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
-from .config import DEFAULT_CHECKPOINT, ModelSetConfig
+from .config import DEFAULT_CHECKPOINT, ModelSetConfig, setting_parent
 from .data import prepare_image
 from .device import inference_precision, pick_device
 from .images import Normalizer
@@ -249,7 +249,12 @@ class GenReID:
         """A searchable gallery of pictures' identities (`core.index`: exact up to 100,000
         pictures, FAISS HNSW beyond, or the kind named), compared by the set's metric
         (`img2id.metric`). Labels are optional."""
-        return GalleryIndex.build(self.encode(pictures, flip=flip), pids, camids, names, kind,
+        return self.index_vectors(self.encode(pictures, flip=flip), pids, camids, names, kind)
+
+    def index_vectors(self, vectors, pids=None, camids=None, names=None, kind: str = "auto",
+                      meta: dict | None = None) -> GalleryIndex:
+        """`index_gallery` for identities already encoded (N, D), compared by the set's metric."""
+        return GalleryIndex.build(vectors, pids, camids, names, kind, meta=meta,
                                   metric=self.retrieval_metric)
 
     def retrieve(self, pictures, gallery: GalleryIndex, k: int = 10,
@@ -294,14 +299,9 @@ def configure_set(folder: str | Path, settings: dict[str, Any]) -> ModelSetConfi
     ckpt.verify(folder)
     data = ckpt.read_config(folder).to_dict()
     for key, value in settings.items():
-        *path, last = key.split(".")
         if key.split(".")[0] == "storage":
             raise ValueError("storage is changed by `genreid store`, which rewrites the weights")
-        node = data
-        for name in path:
-            if not isinstance(node.get(name), dict):
-                raise ValueError(f"{key}: config.json has no section {name!r}")
-            node = node[name]
+        node, last = setting_parent(data, key)
         if last not in node or isinstance(node[last], dict):
             raise ValueError(f"{key}: not a setting of config.json; there: "
                              f"{', '.join(sorted(node))}")

@@ -117,8 +117,8 @@ class ModelSetWriter:
 
     def _storage(self, part: str) -> str:
         if self.storage is None:
-            path = self.folder / "config.json"
-            self.storage = ModelSetConfig.load(path).storage if path.is_file() else {}
+            has_config = (self.folder / "config.json").is_file()
+            self.storage = read_config(self.folder).storage if has_config else {}
         return self.storage.get(part, "float16")
 
     def _json(self, name: str, data: Any) -> None:

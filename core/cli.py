@@ -54,12 +54,6 @@ def parse_setting(text: str) -> tuple[str, object]:
         return key, value  # a bare word: a string
 
 
-def _setting(data: dict, key: str):
-    for name in key.split("."):
-        data = data[name]
-    return data
-
-
 def add_train_options(p: argparse.ArgumentParser, steps: int, batch: int, lr: float,
                       save_every: int) -> None:
     p.add_argument("--steps", type=int, default=steps, help="total optimiser steps (default %(default)s)")
@@ -520,8 +514,12 @@ def main(argv: list[str] | None = None) -> int:
                               "bytes": sizes}))
         elif args.command == "configure":
             from .api import configure_set
-            config = configure_set(args.checkpoint, dict(args.settings))
-            print(json.dumps({key: _setting(config.to_dict(), key) for key, _ in args.settings}))
+            data = configure_set(args.checkpoint, dict(args.settings)).to_dict()
+            now = {}
+            for key, _ in args.settings:
+                section, name = config.setting_parent(data, key)
+                now[key] = section[name]
+            print(json.dumps(now))
         elif args.command == "sample":
             run_sample(args)
         elif args.command == "diagnose":

@@ -179,6 +179,16 @@ class ModelSetConfig:
         return config
 
 
+def setting_parent(data: dict[str, Any], key: str) -> tuple[dict[str, Any], str]:
+    """For a dotted key ("img2id.flip") of a config dict: the section holding it, and its name."""
+    *sections, name = key.split(".")
+    for section in sections:
+        if not isinstance(data.get(section), dict):
+            raise ValueError(f"{key}: config.json has no section {section!r}")
+        data = data[section]
+    return data, name
+
+
 def _build(cls, data: Any, where: str):
     """Build a (nested) dataclass from a dict, naming any unknown key."""
     if not isinstance(data, dict):

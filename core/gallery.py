@@ -70,8 +70,7 @@ def build_gallery_index(model: GenReID, data: str | os.PathLike, out: str | os.P
     folder = gallery_folder(data, split)
     vectors, pids, camids, names = encode_folder(model, folder, flip)
     meta = {"source": str(folder.resolve()), "encoder": encoder_fingerprint(model, flip)}
-    index = GalleryIndex.build(vectors, pids, camids, names, kind, meta=meta,
-                               metric=model.retrieval_metric)
+    index = model.index_vectors(vectors, pids, camids, names, kind, meta=meta)
     if out is not None and distributed.context().main:
         index.save(out)
     return index

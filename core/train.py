@@ -30,7 +30,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from . import distributed
 from .augment import Augment
-from .config import ModelSetConfig
+from .config import ModelSetConfig, setting_parent
 from .data import Split, load_split
 from .device import autocast
 from .diagnostics import identity_share
@@ -321,13 +321,9 @@ def export_config(out: Path, config: ModelSetConfig, explicit: tuple[str, ...] =
         return config
     data = config.to_dict()
     for key in SETTINGS:
-        if key in explicit:
-            continue
-        *sections, last = key.split(".")
-        src, dst = current, data
-        for name in sections:
-            src, dst = src[name], dst[name]
-        dst[last] = src[last]
+        if key not in explicit:
+            (src, name), (dst, _) = setting_parent(current, key), setting_parent(data, key)
+            dst[name] = src[name]
     merged = ModelSetConfig.from_dict(data)
     merged.validate()
     return merged

@@ -645,8 +645,8 @@ class ExplorerState:
         if self._search_index is None:
             features = self.gallery_features(report)
             _, gallery = self.pictures(report)
-            self._search_index = GalleryIndex.build(features, gallery.labels, gallery.camids,
-                                                    gallery.names, metric=self.model.retrieval_metric)
+            self._search_index = self.model.index_vectors(features, gallery.labels,
+                                                          gallery.camids, gallery.names)
         return self._search_index
 
     def start_background(self) -> None:
