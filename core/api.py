@@ -28,7 +28,7 @@ import torch
 from . import checkpoint as ckpt
 from .config import DEFAULT_CHECKPOINT, ModelSetConfig, setting_parent
 from .data import prepare_image
-from .device import inference_precision, pick_device
+from .device import autocast, pick_device, resolve_precision
 from .images import Normalizer
 from .index import GalleryIndex
 from .models import Generator, IdentityPrior, Img2ID, Img2Noise
@@ -67,7 +67,7 @@ class GenReID:
         self.pids = np.asarray(pids, dtype=np.int64)
         self.networks = networks
         self.batch_size = batch_size
-        self.precision = inference_precision(device, precision)
+        self.precision = resolve_precision(device, precision)
         self.normalizer = Normalizer(config.mean, config.std, device)
 
     @classmethod
@@ -113,8 +113,7 @@ class GenReID:
         return part in self.networks
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.precision == "bf16")
+        return autocast(self.device, self.precision)
 
     def _net(self, part: str) -> torch.nn.Module:
         if part not in self.networks:

@@ -122,6 +122,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: the config's, 0 in SPEC)")
     p.add_argument("--sample-every", type=int, default=0,
                    help="every N steps, sample a grid and log the identity share (0: never)")
+    p.add_argument("--init-from", default=None, metavar="SET",
+                   help="warm start: begin from this model set's generator and identity table "
+                        "(same training split; fresh optimiser); ignored when resuming")
+    p.add_argument("--null-fraction", type=float, default=0.0,
+                   help="share of each batch trained with the 'no identity' vector, which "
+                        "guidance extrapolates from (default 0, as the paper)")
+    p.add_argument("--loss-weighting", default="eps", choices=["eps", "v"],
+                   help="eps: L1 on the noise (the paper); v: L1 on v, which weights each "
+                        "noise level's error by 1/signal (default eps)")
     add_train_options(p, steps=200_000, batch=16, lr=1e-4, save_every=1000)
     p = nets.add_parser("baseline", help="discriminative baseline: the Img2ID encoder trained "
                         "with identity classification + triplet loss on real images")
@@ -224,6 +233,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noises", type=int, default=6, help="generated grid columns (default 6)")
     p.add_argument("--per-identity", type=int, default=6,
                    help="real pictures per identity, of 100 identities (default 6)")
+    p.add_argument("--encoder", default=str(config.DEFAULT_CHECKPOINT.parent / "baseline"),
+                   help="model set whose img2id, trained on real crops only, judges whether "
+                        "generated pictures show their person (default: the shipped baseline)")
+    p.add_argument("--persons", type=int, default=100,
+                   help="training persons generated for the recognisability measure (default 100)")
+    p.add_argument("--pictures", type=int, default=4,
+                   help="noises per person, and real crops per person for the reference "
+                        "(default 4)")
+    p.add_argument("--no-recognisability", action="store_true",
+                   help="only the identity share (fast; no encoder, no real crops needed)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
 
@@ -306,7 +325,9 @@ def run_train(args) -> None:
     if args.network == "generator":
         config = ModelSetConfig.load(args.config) if args.config else None
         trainer = GeneratorTrainer(args.data, args.out, work_dir_for(args, args.out), opts, config,
-                                   id_lr_scale=args.id_lr_scale, guidance=args.guidance)
+                                   id_lr_scale=args.id_lr_scale, guidance=args.guidance,
+                                   init_from=args.init_from, null_fraction=args.null_fraction,
+                                   loss_weighting=args.loss_weighting)
     elif args.network == "baseline":
         config = ModelSetConfig.load(args.config) if args.config else None
         trainer = BaselineTrainer(args.data, args.out, work_dir_for(args, args.out), opts, config,
@@ -356,27 +377,60 @@ def run_index(args) -> None:
 
 
 def run_diagnose(args) -> None:
+    from . import recognisability as rec
     from .api import GenReID
     from .data import load_split
     from .diagnostics import generated_identity_share, real_identity_share
 
-    model = GenReID.load(args.checkpoint, device=args.device)
-    result = {}
-    if args.data:
-        split = load_split(args.data, model.image_size)
-        labels, _ = split.relabel()
-        result["real"] = round(real_identity_share(split.images, labels, model.normalizer,
-                                                   per_identity=args.per_identity, seed=args.seed), 4)
     try:
-        weights = [float(w) for w in args.guidance.split(",")] if args.guidance else \
-            [model.config.generator.guidance]
+        weights = [float(w) for w in args.guidance.split(",")] if args.guidance else None
     except ValueError:
         raise ValueError(f"--guidance must be comma-separated numbers, not {args.guidance!r}") from None
+    model = GenReID.load(args.checkpoint, device=args.device)
+    weights = weights or [model.config.generator.guidance]
+    data = args.data
+    if data is None and not args.no_recognisability:
+        data = _training_source(args.checkpoint)
+    split = load_split(data, model.image_size) if data else None
+    share, result = {}, {}
+    if split is not None:
+        labels, _ = split.relabel()
+        share["real"] = round(real_identity_share(split.images, labels, model.normalizer,
+                                                  per_identity=args.per_identity, seed=args.seed), 4)
+    if not args.no_recognisability:
+        encoder = GenReID.load(args.encoder, device=args.device)
+        if not encoder.has("img2id"):
+            raise ValueError(f"--encoder {args.encoder} has no img2id to judge pictures with")
+        real = rec.encode_real(encoder, split.images, split.pids)
+        rows, crops = rec.choose_persons(split.pids, model.pids, args.persons, args.pictures,
+                                         args.seed)
+        noises = model.noise(args.pictures, seed=args.seed)
+        result = {"encoder": str(args.encoder), "data": str(data), "persons": len(rows),
+                  "pictures_per_person": args.pictures, "real_crops": len(split.pids),
+                  "real": _rounded(rec.real_reference(real, crops))}
     for w in weights:
         model.config.generator.guidance = w
-        result[f"generated_guidance_{w:g}"] = round(generated_identity_share(
+        share[f"generated_guidance_{w:g}"] = round(generated_identity_share(
             model, args.identities, args.noises, args.seed), 4)
-    print(json.dumps({"identity_share": result}))
+        if result:
+            result[f"generated_guidance_{w:g}"] = _rounded(
+                rec.generated_recognisability(model, encoder, real, rows, crops, noises))
+    print(json.dumps({"identity_share": share, **({"recognisability": result} if result else {})}))
+
+
+def _rounded(figures: dict) -> dict:
+    return {k: round(v, 4) for k, v in figures.items()}
+
+
+def _training_source(checkpoint: str) -> str:
+    """The training split a set names in its identities.json, when it is still there."""
+    source = json.loads((Path(checkpoint) / "identities.json").read_text()).get("source")
+    if not source or not Path(source).exists():
+        raise ValueError(f"the recognisability measure needs the real training crops: pass "
+                         f"--data (the split {checkpoint} was trained on"
+                         f"{', ' + repr(source) if source else ''}; pack it with `genreid pack`) "
+                         "or --no-recognisability")
+    return source
 
 
 def run_sample(args) -> None:

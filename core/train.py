@@ -329,24 +329,41 @@ def export_config(out: Path, config: ModelSetConfig, explicit: tuple[str, ...] =
     return merged
 
 
+# How the generator's per-pixel noise error is weighted over noise levels: "eps" the paper's
+# plain L1 on the noise; "v" the L1 on v = signal * eps - noise * x0 (the same error / signal).
+LOSS_WEIGHTINGS = ("eps", "v")
+
+
 class GeneratorTrainer(Trainer):
     part = "generator"
 
     def __init__(self, data: str, out, work_dir, options: TrainOptions,
                  config: ModelSetConfig | None = None, id_lr_scale: float = 1.0,
-                 guidance: float | None = None):
+                 guidance: float | None = None, init_from: str | Path | None = None,
+                 null_fraction: float = 0.0, loss_weighting: str = "eps"):
         super().__init__(out, work_dir, options)
+        if not 0.0 <= null_fraction < 1.0:
+            raise ValueError(f"--null-fraction must be in [0, 1), not {null_fraction}")
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"--loss-weighting must be one of {', '.join(LOSS_WEIGHTINGS)}, "
+                             f"not {loss_weighting!r}")
+        self.null_fraction, self.loss_weighting = null_fraction, loss_weighting
         saved, started = self.work_dir / "config.json", self.work_dir / "identities.json"
         resuming = saved.is_file()
         self.dist.barrier()  # every rank has looked before rank 0 writes
         if resuming:  # the architecture is the one training started with
             self.config = ModelSetConfig.load(saved)
+        elif init_from is not None:  # a warm start keeps the set's architecture and statistics
+            if config is not None:
+                raise ValueError("--init-from takes the architecture of its set: drop --config")
+            ckpt.verify(init_from)
+            self.config = ckpt.read_config(init_from)
         else:
             self.config = config or ModelSetConfig()
         size = tuple(self.config.image_size)
         split = load_split(data, size)
         self.source = str(data)
-        if not resuming:
+        if not resuming and init_from is None:
             fit_config(self.config, split)
         self.explicit = ("generator.guidance",) if guidance is not None else ()
         if guidance is not None:  # sampling only: may change when resuming
@@ -364,7 +381,15 @@ class GeneratorTrainer(Trainer):
             ckpt.write_json(started, {"pids": self.data.pids.tolist(), "source": self.source})
         self.id_lr_scale = id_lr_scale
         generator = Generator(self.config.generator)
-        if self.config.generator.id_init == "pca":
+        if init_from is not None and not resuming:
+            # Warm start: the set's weights and identity table, a fresh optimiser. The table's
+            # rows are persons, so the set must have been trained on this very split.
+            if ckpt.read_identities(init_from) != self.data.pids.tolist():
+                raise ValueError(f"{init_from} was trained on other identities than {data}: "
+                                 "a warm start needs the same training split")
+            ckpt.load_weights(init_from, "generator", generator)
+            self.say(f"generator: warm start from {init_from}")
+        elif self.config.generator.id_init == "pca":
             with torch.no_grad():
                 x = self.normalizer.encode(self.data.images)
                 generator.identities.weight.copy_(pca_identity_init(
@@ -391,10 +416,22 @@ class GeneratorTrainer(Trainer):
         eps = self.local(self.randn(n, *x0.shape[1:])).contiguous(memory_format=torch.channels_last)
         signal, noise = diffusion_rates(t, self.config.schedule)
         x_t = signal * x0 + noise * eps
-        eps_hat = self.net(x_t, noise**2, identity)
-        denoise = F.l1_loss(eps_hat.float(), eps)
         attraction = 0.5 * identity.float().pow(2).mean()  # pulls identities to the origin
-        return {"loss": denoise + attraction, "l1": denoise}
+        if self.null_fraction:
+            # Classifier-free training: some rows see the "no identity" vector (the origin,
+            # which guidance extrapolates away from), so the unconditional model is trained.
+            keep = self.local(self.rand(n, 1)) >= self.null_fraction
+            identity = identity * keep.to(identity.dtype)
+        eps_hat = self.net(x_t, noise**2, identity)
+        error = (eps_hat.float() - eps).abs()
+        denoise = error.mean()
+        if self.loss_weighting == "v":
+            # |v_hat - v| = |eps_hat - eps| / signal: at high noise an eps error is amplified
+            # 1/signal-fold in the predicted image, where the person's colours are decided.
+            weighted = (error / signal).mean()
+        else:
+            weighted = denoise
+        return {"loss": weighted + attraction, "l1": denoise}
 
     @torch.no_grad()
     def on_save(self, step):

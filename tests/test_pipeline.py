@@ -698,10 +698,85 @@ def test_batch_hard_triplet_by_hand():
 def test_diagnose_reports_identity_shares(trained, capsys):
     capsys.readouterr()
     assert cli("diagnose", "--checkpoint", trained.set, "--data", trained.train, "--guidance", "0,2",
-               "--identities", 3, "--noises", 2, "--per-identity", 4) == 0
-    shares = json.loads(capsys.readouterr().out)["identity_share"]
+               "--identities", 3, "--noises", 2, "--per-identity", 4, "--no-recognisability") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert "recognisability" not in out
+    shares = out["identity_share"]
     assert set(shares) == {"real", "generated_guidance_0", "generated_guidance_2"}
     assert all(0.0 <= v <= 1.0 for v in shares.values())
     # The fixture's identities are flat colours: identity explains most of the real variance.
     assert shares["real"] > 0.5
     assert cli("diagnose", "--checkpoint", trained.set, "--guidance", "x") == 2
+
+
+def test_diagnose_recognisability_judges_pictures_by_an_outside_encoder(trained, capsys):
+    # The set's own img2id stands in for an encoder trained on real crops.
+    capsys.readouterr()
+    assert cli("diagnose", "--checkpoint", trained.set, "--data", trained.train, "--guidance", "0,2",
+               "--identities", 2, "--noises", 2, "--per-identity", 4, "--encoder", trained.set,
+               "--persons", 3, "--pictures", 2) == 0
+    rec = json.loads(capsys.readouterr().out)["recognisability"]
+    assert rec["persons"] == 3 and rec["pictures_per_person"] == 2 and rec["real_crops"] == 16
+    for key in ("real", "generated_guidance_0", "generated_guidance_2"):
+        assert 0.0 <= rec[key]["mAP"] <= 1.0 and 0.0 <= rec[key]["rank1"] <= 1.0
+        assert rec[key]["frechet"] >= -1e-6
+    # Without --data, the split the set names in identities.json is used; here it is gone.
+    elsewhere = trained.root / "moved-set"
+    shutil.copytree(trained.set, elsewhere, dirs_exist_ok=True)
+    identities = json.loads((elsewhere / "identities.json").read_text())
+    assert identities["source"] == str(trained.train)
+    (elsewhere / "identities.json").write_text(json.dumps({**identities, "source": "gone/x.npz"}))
+    (elsewhere / "manifest.json").write_text(json.dumps(
+        {**json.loads((elsewhere / "manifest.json").read_text()),
+         "identities.json": ckpt.sha256(elsewhere / "identities.json")}))
+    capsys.readouterr()
+    assert cli("diagnose", "--checkpoint", elsewhere, "--encoder", trained.set) == 2
+    assert "--data" in capsys.readouterr().err
+
+
+def generator_weights(folder: Path) -> dict[str, torch.Tensor]:
+    weights = {}
+    for name in ckpt.part_files(folder, "generator"):
+        weights.update(load_file(str(folder / name)))
+    return weights
+
+
+def test_generator_warm_start_begins_from_the_set(trained, tmp_path):
+    out, work = tmp_path / "set", tmp_path / "work"
+    # Learning rate 0: the warm-started run must export exactly the source set's generator.
+    assert cli("train", "generator", "--data", trained.train, "--out", out, "--work-dir", work,
+               "--init-from", trained.set, "--steps", 2, "--batch-size", 4, "--lr", 0,
+               "--save-every", 2, "--null-fraction", 0.5, "--loss-weighting", "v") == 0
+    source, warm = generator_weights(trained.set), generator_weights(out)
+    assert source.keys() == warm.keys()
+    # (BatchNorm's running statistics follow the batches even at rate 0; the weights may not.)
+    learned = [k for k in source if not k.split(".")[-1].startswith(("running_", "num_batches"))]
+    assert "identities.weight" in learned
+    for k in learned:
+        torch.testing.assert_close(warm[k], source[k])
+    assert ckpt.read_config(out).generator == ckpt.read_config(trained.set).generator
+    # With a learning rate it moves away from the set.
+    assert cli("train", "generator", "--data", trained.train, "--out", tmp_path / "moved",
+               "--work-dir", tmp_path / "work-moved", "--init-from", trained.set, "--steps", 2,
+               "--batch-size", 4, "--lr", 1e-2, "--save-every", 2) == 0
+    moved = generator_weights(tmp_path / "moved")
+    assert any(not torch.equal(moved[k], source[k]) for k in learned)
+
+
+def test_generator_warm_start_refuses_bad_input(trained, tmp_path, capsys):
+    common = ["--steps", 2, "--batch-size", 4, "--save-every", 2]
+    other = make_market_dataset(tmp_path / "other")
+    for pid_file in list((other / "bounding_box_train").glob("0002_*")):
+        pid_file.unlink()  # one person fewer: not the split the set was trained on
+    cases = [
+        (["--data", other / "bounding_box_train", "--init-from", trained.set], "other identities"),
+        (["--data", trained.train, "--init-from", tmp_path / "nowhere"], "does not exist"),
+        (["--data", trained.train, "--init-from", trained.set, "--config", trained.config],
+         "drop --config"),
+        (["--data", trained.train, "--null-fraction", 1], "--null-fraction"),
+    ]
+    for i, (args, message) in enumerate(cases):
+        capsys.readouterr()
+        assert cli("train", "generator", "--out", tmp_path / f"o{i}", "--work-dir",
+                   tmp_path / f"w{i}", *args, *common) == 2
+        assert message in capsys.readouterr().err

@@ -17,7 +17,7 @@ from core.api import GenReID
 from core.checkpoint import CheckpointError, read_config
 from core.cli import main
 from core.config import GeneratorConfig, ModelSetConfig, PreviewConfig, UNetConfig
-from core.device import inference_precision
+from core.device import resolve_precision
 from core.models import Generator
 from core.pipeline import generate
 from core.train import init_from
@@ -53,11 +53,11 @@ def test_bf16_identities_match_fp32_within_tolerance(models):
 
 
 def test_precision_choice():
-    assert inference_precision(torch.device("cpu"), "fp32") == "fp32"
-    assert inference_precision(torch.device("cpu"), "bf16") == "bf16"
-    assert inference_precision(torch.device("cpu")) in ("fp32", "bf16")
+    assert resolve_precision(torch.device("cpu"), "fp32") == "fp32"
+    assert resolve_precision(torch.device("cpu"), "bf16") == "bf16"
+    assert resolve_precision(torch.device("cpu")) in ("fp32", "bf16")
     with pytest.raises(ValueError, match="precision"):
-        inference_precision(torch.device("cpu"), "fp8")
+        resolve_precision(torch.device("cpu"), "fp8")
 
 
 # ----------------------------------------------------------------------------- preview

@@ -1,0 +1,110 @@
+"""Does a generated picture show the person it was generated for? Judged by an outside encoder.
+
+    genreid diagnose --checkpoint checkpoints/default --encoder checkpoints/baseline --data PACK
+
+Pictures of training persons are generated (several noises each, the set's own sampling
+settings) and encoded by a discriminative re-identification encoder trained on real crops
+only, one the generator never trained against (by default the shipped baseline). Each picture
+then queries all real training crops: the mAP and rank-1 of finding its own person say how
+recognisable it is. The same figures for real crops of the same persons (each querying the
+others) are the ceiling. A Fréchet distance between the encoder's features of the pictures and
+of the real crops says how far the pictures are from real ones, beside the same distance for
+as many real crops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg
+
+from .index import scaled
+from .metrics import average_precision, euclidean_distances
+
+
+@dataclass
+class RealCrops:
+    """The real training crops and their encoder features (computed once per measurement)."""
+    images: np.ndarray  # uint8 (N, H, W, 3)
+    pids: np.ndarray  # (N,)
+    features: np.ndarray  # (N, F), as the encoder's metric compares them
+
+
+def encode_real(encoder, images: np.ndarray, pids: np.ndarray) -> RealCrops:
+    """Encode real crops with `encoder` (a `core.api.GenReID` holding an img2id)."""
+    return RealCrops(images, np.asarray(pids), features_of(encoder, images))
+
+
+def features_of(encoder, images: np.ndarray) -> np.ndarray:
+    return scaled(encoder.encode(images), encoder.retrieval_metric)
+
+
+def identity_retrieval(queries: np.ndarray, query_pids: np.ndarray, real: RealCrops,
+                       exclude: np.ndarray | None = None) -> dict:
+    """mAP and rank-1 of each query finding its person among the real crops; `exclude[i]` is
+    a real crop's index that query i must not find (itself), or -1."""
+    d = euclidean_distances(queries, real.features)
+    if exclude is not None:
+        rows = np.flatnonzero(exclude >= 0)
+        d[rows, exclude[rows]] = np.inf
+    aps, firsts = [], []
+    for i in range(len(queries)):
+        order = np.argsort(d[i], kind="stable")
+        if exclude is not None and exclude[i] >= 0:
+            order = order[:-1]  # the excluded crop, ranked last by its infinite distance
+        matches = real.pids[order] == query_pids[i]
+        aps.append(average_precision(matches))
+        firsts.append(bool(matches[0]))
+    return {"mAP": float(np.mean(aps)), "rank1": float(np.mean(firsts))}
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (rows are samples)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    mu = a.mean(0) - b.mean(0)
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(sa @ sb)
+    root = root.real  # numerical noise can leave a tiny imaginary part
+    return float(mu @ mu + np.trace(sa) + np.trace(sb) - 2.0 * np.trace(root))
+
+
+def choose_persons(pids: np.ndarray, table_pids: np.ndarray, persons: int, per_person: int,
+                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(table rows of `persons` training persons with at least `per_person` + 1 real crops,
+    `per_person` of each one's real crop indices (persons x per_person)), drawn from the seed."""
+    rng = np.random.default_rng(seed)
+    counts = {int(p): int(c) for p, c in zip(*np.unique(pids, return_counts=True))}
+    eligible = [row for row, p in enumerate(table_pids) if counts.get(int(p), 0) > per_person]
+    if len(eligible) < 2:
+        raise ValueError(f"need at least 2 training persons with more than {per_person} real "
+                         "crops in --data (is it the split the generator was trained on?)")
+    rows = np.sort(rng.choice(eligible, min(persons, len(eligible)), replace=False))
+    crops = np.stack([rng.choice(np.flatnonzero(pids == table_pids[row]), per_person, replace=False)
+                      for row in rows])
+    return rows, crops
+
+
+def real_reference(real: RealCrops, crops: np.ndarray) -> dict:
+    """The ceiling: the chosen real crops, each querying all the others; and the Fréchet
+    distance of as many real crops as there are generated pictures to the rest."""
+    flat = crops.reshape(-1)
+    out = identity_retrieval(real.features[flat], real.pids[flat], real, exclude=flat)
+    rest = np.setdiff1d(np.arange(len(real.pids)), flat)
+    out["frechet"] = frechet_distance(real.features[flat], real.features[rest])
+    return out
+
+
+def generated_recognisability(generator, encoder, real: RealCrops, rows: np.ndarray,
+                              crops: np.ndarray, noises: np.ndarray) -> dict:
+    """Pictures of table `rows` x `noises` by `generator` (a GenReID at its own settings),
+    each querying the real crops through `encoder`; the Fréchet distance is taken to the real
+    crops that `real_reference` compares its own sample with."""
+    grid = generator.generate_grid(generator.table_identities(rows), noises)
+    pictures = grid.reshape(-1, *grid.shape[2:])
+    query_pids = np.repeat(generator.pids[rows], len(noises))
+    feats = features_of(encoder, pictures)
+    out = identity_retrieval(feats, query_pids, real)
+    rest = np.setdiff1d(np.arange(len(real.pids)), crops.reshape(-1))
+    out["frechet"] = frechet_distance(feats, real.features[rest])
+    return out
