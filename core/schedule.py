@@ -22,6 +22,14 @@ def diffusion_rates(t: torch.Tensor, schedule: ScheduleConfig) -> tuple[torch.Te
     return torch.cos(angle), torch.sin(angle)
 
 
+def add_noise(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
+              schedule: ScheduleConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The forward process: (x_t = signal * x0 + noise * eps, signal, noise) at times t
+    (shaped to broadcast against x0)."""
+    signal, noise = diffusion_rates(t, schedule)
+    return signal * x0 + noise * eps, signal, noise
+
+
 def sampling_times(steps: int) -> list[float]:
     """The deterministic sampler's times: 1, 1 - 1/steps, ..., 1/steps."""
     if steps < 1:

@@ -40,7 +40,7 @@ from .metrics import euclidean_distances, retrieval_summary
 from .models import Generator, IdentityPrior, Img2ID, Img2Noise
 from .pipeline import generate, guided, sample_prior
 from .sampler import ddim_sample
-from .schedule import diffusion_rates
+from .schedule import add_noise
 
 
 @dataclass
@@ -414,8 +414,7 @@ class GeneratorTrainer(Trainer):
         identity = self.model.identities(labels)  # (b, D)
         t = self.local(self.rand(n, 1, 1, 1))
         eps = self.local(self.randn(n, *x0.shape[1:])).contiguous(memory_format=torch.channels_last)
-        signal, noise = diffusion_rates(t, self.config.schedule)
-        x_t = signal * x0 + noise * eps
+        x_t, signal, noise = add_noise(x0, eps, t, self.config.schedule)
         attraction = 0.5 * identity.float().pow(2).mean()  # pulls identities to the origin
         if self.null_fraction:
             # Classifier-free training: some rows see the "no identity" vector (the origin,
@@ -572,8 +571,7 @@ class PriorTrainer(ModelSetTrainer):
         index = self.local(torch.randint(len(self.vectors), (n,), generator=self.rng))
         z0 = self.model.normalize(self.vectors[index.to(self.device)])
         t, eps = self.local(self.rand(n, 1)), self.local(self.randn(n, z0.shape[1]))
-        signal, noise = diffusion_rates(t, self.config.schedule)
-        z_t = signal * z0 + noise * eps
+        z_t, _, noise = add_noise(z0, eps, t, self.config.schedule)
         loss = F.l1_loss(self.net(z_t, noise**2).float(), z0)
         return {"loss": loss}
 
@@ -666,7 +664,7 @@ class Img2IDTrainer(ModelSetTrainer):
 
 class Img2NoiseTrainer(ModelSetTrainer):
     """Reconstruction: L1 between an image and GEN(Img2Noise(image), its identity), through the
-    sampler (SPEC.md). Optionally, on generated images, whose true noise z is known, also
+    sampler (docs/method.md). Optionally, on generated images, whose true noise z is known, also
     L1(Img2Noise(GEN(z, id)), z): one network pass instead of ten, which suits CPUs.
     """
 

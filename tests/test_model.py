@@ -31,7 +31,7 @@ from core.layers import ResidualBlock, sinusoidal_embedding
 from core.models import Generator, IdentityPrior, Img2ID, Img2Noise
 from core.pipeline import generate, sample_prior
 from core.sampler import ddim_sample, split_prediction
-from core.schedule import diffusion_rates, sampling_times
+from core.schedule import add_noise, diffusion_rates, sampling_times
 from core.train import pca_identity_init
 
 H, W = 64, 32
@@ -84,6 +84,18 @@ def test_diffusion_rates_midpoint_is_the_mean_angle():
     expected = math.cos(0.5 * (math.acos(0.95) + math.acos(0.02)))
     assert float(signal) == pytest.approx(expected, abs=1e-12)
     assert float(signal) != pytest.approx(0.5 * (0.95 + 0.02), abs=1e-3)
+
+
+def test_add_noise_is_the_forward_process_that_split_prediction_inverts():
+    cfg = ScheduleConfig()
+    x0, eps = torch.randn(3, 3, 4, 2), torch.randn(3, 3, 4, 2)
+    t = torch.tensor([0.0, 0.5, 1.0]).view(3, 1, 1, 1)
+    x_t, signal, noise = add_noise(x0, eps, t, cfg)
+    assert torch.allclose(signal, torch.cos(torch.acos(torch.tensor(0.95)) + t * (
+        torch.acos(torch.tensor(0.02)) - torch.acos(torch.tensor(0.95)))))
+    torch.testing.assert_close(x_t, signal * x0 + noise * eps)
+    eps_back, x0_back = split_prediction(eps, x_t, signal, noise, "eps")
+    torch.testing.assert_close(x0_back, x0, atol=1e-4, rtol=1e-4)
 
 
 def test_diffusion_rates_unit_norm_and_monotone():
