@@ -66,7 +66,8 @@ def add_train_options(p: argparse.ArgumentParser, steps: int, batch: int, lr: fl
                    help="steps between checkpoints (default %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
-                   help="auto = bf16 autocast (CPU and GPU); fp32 to disable")
+                   help="auto: bf16 autocast where the hardware has it natively (CUDA, "
+                        "AVX-512 BF16 or AMX CPUs), else fp32")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                    help="save and stop after this many seconds of training (resume with the "
                         "same command); for time-boxed machines")
@@ -114,12 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = nets.add_parser("generator", help="the identity-conditioned diffusion U-Net and identity table")
     p.add_argument("--data", required=True, help="training split: image folder or pack (.npz)")
     p.add_argument("--out", default=DEFAULT_CHECKPOINT, help="model-set folder to write")
-    p.add_argument("--config", default=None, help="ModelSetConfig JSON (default: SPEC.md values)")
+    p.add_argument("--config", default=None,
+                   help="ModelSetConfig JSON (default: the paper's values, docs/method.md)")
     p.add_argument("--id-lr-scale", type=float, default=1.0,
                    help="learning-rate multiplier for the identity table (default 1)")
     p.add_argument("--guidance", type=float, default=None,
                    help="identity guidance weight stored in the set's config (sampling only; "
-                        "default: the config's, 0 in SPEC)")
+                        "default: the config's; 0 in the paper)")
     p.add_argument("--sample-every", type=int, default=0,
                    help="every N steps, sample a grid and log the identity share (0: never)")
     p.add_argument("--init-from", default=None, metavar="SET",

@@ -2,7 +2,7 @@
 
 Every network is rebuilt from these dataclasses alone; a checkpoint folder stores them as
 `config.json` beside the weights, so loading needs no flags. The defaults are the values of
-SPEC.md (the paper and its reference implementation) at 64x32.
+the paper and its reference implementation at 64x32 (docs/method.md).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ import torch
 
 
 class Normalizer:
-    """Per-channel standardisation with the training set's statistics (SPEC: data)."""
+    """Per-channel standardisation with the training set's statistics (docs/method.md, data)."""
 
     def __init__(self, mean, std, device: torch.device | str = "cpu"):
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device).reshape(1, 3, 1, 1)

@@ -25,7 +25,7 @@ class Generator(nn.Module):
         self.config = config
         self.identities = nn.Embedding(config.num_identities, config.id_dim)
         # Small initial identities (the paper's Keras default): PyTorch's N(0, 1) default
-        # left identities unused after hours of CPU training (PLATFORM.md).
+        # left identities unused after hours of CPU training (docs/experiments.md).
         nn.init.uniform_(self.identities.weight, -config.id_init_scale, config.id_init_scale)
         self.denoiser = UNet(config.unet, noise_dim=config.noise_embedding_dim,
                              id_dim=config.id_dim, zero_init_head=True)

@@ -21,7 +21,7 @@ def test_128x64_has_one_more_level_and_samples_at_its_size():
                        (config.img2id.unet, spec.img2id.unet),
                        (config.img2noise.unet, spec.img2noise.unet)):
         assert len(unet.widths) == len(base.widths) + 1
-        assert unet.widths[1:] == base.widths  # SPEC's levels, below one more at full size
+        assert unet.widths[1:] == base.widths  # the paper's levels, below one more at full size
     config.generator.num_identities = 3
     torch.manual_seed(0)
     generator = Generator(config.generator).eval()
