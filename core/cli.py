@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -245,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 4)")
     p.add_argument("--no-recognisability", action="store_true",
                    help="only the identity share (fast; no encoder, no real crops needed)")
+    p.add_argument("--save", action="store_true",
+                   help="also write the result into the set as diagnose.json (the explorer "
+                        "quotes it, and the model card cites it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
 
@@ -417,7 +421,13 @@ def run_diagnose(args) -> None:
         if result:
             result[f"generated_guidance_{w:g}"] = _rounded(
                 rec.generated_recognisability(model, encoder, real, rows, crops, noises))
-    print(json.dumps({"identity_share": share, **({"recognisability": result} if result else {})}))
+    report = {"identity_share": share, **({"recognisability": result} if result else {})}
+    if args.save:
+        from .bench import machine_description
+        from .recognisability import save_diagnosis
+        save_diagnosis(args.checkpoint, report, command=shlex.join(["genreid", *args.argv]),
+                       machine=machine_description(model.device))
+    print(json.dumps(report))
 
 
 def _rounded(figures: dict) -> dict:
@@ -548,6 +558,7 @@ def run_loadtest(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]  # as typed, for records
     from .checkpoint import CheckpointError
     from .data import DataError
 

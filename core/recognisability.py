@@ -14,11 +14,14 @@ as many real crops.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import linalg
 
+from .files import atomic_write
 from .index import scaled
 from .metrics import average_precision, euclidean_distances
 
@@ -108,3 +111,38 @@ def generated_recognisability(generator, encoder, real: RealCrops, rows: np.ndar
     rest = np.setdiff1d(np.arange(len(real.pids)), crops.reshape(-1))
     out["frechet"] = frechet_distance(feats, real.features[rest])
     return out
+
+
+# A set's own measure, written by `genreid diagnose --save` beside its weights, so that the
+# explorer and the model card can say how far its pictures follow their person.
+DIAGNOSIS_FILE = "diagnose.json"
+
+
+def save_diagnosis(folder, report: dict, *, command: str, machine: dict) -> Path:
+    path = Path(folder) / DIAGNOSIS_FILE
+    text = json.dumps({"command": command, "machine": machine, **report}, indent=2) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+    return path
+
+
+def load_diagnosis(folder) -> dict | None:
+    """The set's saved measure, or None where it has none (or an unreadable one)."""
+    path = Path(folder) / DIAGNOSIS_FILE
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def recognisability_at(diagnosis: dict | None, guidance: float) -> dict | None:
+    """The saved recognisability figures at this guidance weight, with the real crops' beside
+    them: {"mAP", "rank1", "frechet", "real_mAP", "real_frechet", "persons", "pictures"} or None."""
+    found = (diagnosis or {}).get("recognisability") or {}
+    figures = found.get(f"generated_guidance_{guidance:g}")
+    real = found.get("real") or {}
+    if not isinstance(figures, dict) or "mAP" not in figures:
+        return None
+    return {"mAP": figures["mAP"], "rank1": figures.get("rank1"), "frechet": figures.get("frechet"),
+            "real_mAP": real.get("mAP"), "real_frechet": real.get("frechet"),
+            "persons": found.get("persons"), "pictures": found.get("pictures_per_person")}

@@ -29,6 +29,7 @@ from core.config import (
     PriorConfig,
     UNetConfig,
 )
+from core.recognisability import load_diagnosis, recognisability_at
 
 # One thread: tiny networks, and on a CPU shared with another job the OpenMP workers of a
 # second thread spin-wait and make each forward pass ~100x slower.
@@ -732,6 +733,20 @@ def test_diagnose_recognisability_judges_pictures_by_an_outside_encoder(trained,
     capsys.readouterr()
     assert cli("diagnose", "--checkpoint", elsewhere, "--encoder", trained.set) == 2
     assert "--data" in capsys.readouterr().err
+    # --save keeps the measure in the set, where the explorer reads it; the set still loads.
+    assert load_diagnosis(elsewhere) is None
+    assert cli("diagnose", "--checkpoint", elsewhere, "--data", trained.train, "--guidance", "2",
+               "--identities", 2, "--noises", 2, "--per-identity", 4, "--encoder", trained.set, "--persons", 3,
+               "--pictures", 2, "--save") == 0
+    printed = json.loads(capsys.readouterr().out)
+    saved = load_diagnosis(elsewhere)
+    assert saved["recognisability"] == printed["recognisability"]
+    assert saved["command"].startswith("genreid diagnose --checkpoint")
+    at2 = recognisability_at(saved, 2.0)
+    assert at2["mAP"] == printed["recognisability"]["generated_guidance_2"]["mAP"]
+    assert at2["real_mAP"] == printed["recognisability"]["real"]["mAP"]
+    assert recognisability_at(saved, 0.0) is None  # not measured at that weight
+    assert GenReID.load(elsewhere).has("generator")
 
 
 def generator_weights(folder: Path) -> dict[str, torch.Tensor]:
