@@ -736,8 +736,8 @@ def test_diagnose_recognisability_judges_pictures_by_an_outside_encoder(trained,
     # --save keeps the measure in the set, where the explorer reads it; the set still loads.
     assert load_diagnosis(elsewhere) is None
     assert cli("diagnose", "--checkpoint", elsewhere, "--data", trained.train, "--guidance", "2",
-               "--identities", 2, "--noises", 2, "--per-identity", 4, "--encoder", trained.set, "--persons", 3,
-               "--pictures", 2, "--save") == 0
+               "--identities", 2, "--noises", 2, "--per-identity", 4, "--encoder", trained.set,
+               "--persons", 3, "--pictures", 2, "--save") == 0
     printed = json.loads(capsys.readouterr().out)
     saved = load_diagnosis(elsewhere)
     assert saved["recognisability"] == printed["recognisability"]
