@@ -16,38 +16,27 @@ one uint8 array (N, H, W, 3). Every method works in batches and returns NumPy ar
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from . import checkpoint as ckpt
-from .config import DEFAULT_CHECKPOINT, ModelSetConfig, setting_parent
+from .config import DEFAULT_CHECKPOINT, ModelSetConfig
 from .data import prepare_image
 from .device import autocast, pick_device, resolve_precision
 from .images import Normalizer
 from .index import GalleryIndex
-from .models import Generator, IdentityPrior, Img2ID, Img2Noise
+from .parts import load_networks
 from .pipeline import generate, sample_prior
 
+# The set-editing tools lived here; `from core.api import configure_set` keeps working.
+from .set_tools import configure_set, store_parts
+
+__all__ = ["NOISE_CLIP", "Decomposition", "GenReID", "configure_set", "store_parts"]
+
 NOISE_CLIP = 2.5  # the paper shows the noise clipped to [-2.5, 2.5], rescaled to [0, 1]
-
-
-def _load_networks(folder: Path, config: ModelSetConfig) -> dict[str, torch.nn.Module]:
-    """Every part the set holds, built from `config` and loaded (float32, CPU)."""
-    builders = {
-        "generator": lambda: Generator(config.generator),
-        "preview": lambda: Generator(config.preview_generator()),
-        "prior": lambda: IdentityPrior(config.prior),
-        "img2id": lambda: Img2ID(config.img2id, tuple(config.image_size)),
-        "img2noise": lambda: Img2Noise(config.img2noise),
-    }
-    return {part: ckpt.load_weights(folder, part, build())
-            for part, build in builders.items() if ckpt.has_part(folder, part)}
 
 
 @dataclass
@@ -83,7 +72,7 @@ class GenReID:
         config = ckpt.read_config(folder)
         device = pick_device(device)
         networks = {}
-        for part, net in _load_networks(folder, config).items():
+        for part, net in load_networks(folder, config).items():
             net = net.to(device).eval()
             networks[part] = net.to(memory_format=torch.channels_last).requires_grad_(False)
         if not networks:
@@ -165,7 +154,10 @@ class GenReID:
 
         preview=True takes the fast path (`preview_description()`): the distilled preview
         network if the set has one, else the generator in `config.preview.steps` sampling
-        steps; the same picture, approximately, at a fraction of the cost."""
+        steps; the same picture, approximately, at a fraction of the cost.
+        guided_steps k: identity guidance on the first k steps only; 0 or None (default): on
+        every step, or for a preview by the generator, as `config.preview.guided_steps` says
+        (whose 0 means every step too)."""
         identities = self._as_identities(identities)
         noise = np.asarray(noise, dtype=np.float32)
         h, w = self.image_size
@@ -175,7 +167,7 @@ class GenReID:
         generator = self._net("preview" if preview and self.has("preview") else "generator")
         if preview and steps is None and not self.has("preview"):
             steps = self.config.preview.steps
-            if guided_steps is None and self.config.preview.guided_steps:
+            if guided_steps is None:
                 guided_steps = self.config.preview.guided_steps
         out = []
         for s in self._batches(len(identities)):
@@ -287,64 +279,3 @@ class GenReID:
         """uint8 (N, H, W, 3) view of noises (N, 3, H, W): clipped to +-2.5, rescaled to [0, 1]."""
         unit = (np.clip(noise, -NOISE_CLIP, NOISE_CLIP) + NOISE_CLIP) / (2 * NOISE_CLIP)
         return (unit.transpose(0, 2, 3, 1) * 255).round().astype(np.uint8)
-
-
-def configure_set(folder: str | Path, settings: dict[str, Any]) -> ModelSetConfig:
-    """Change settings of a model set's config.json, e.g. {"img2id.flip": True,
-    "generator.guidance": 2.0}: each must exist and keep its type, the result must validate
-    and the set's weights must still load into it; committed with the manifest like any
-    other write. Returns the new config."""
-    folder = Path(folder)
-    ckpt.verify(folder)
-    data = ckpt.read_config(folder).to_dict()
-    for key, value in settings.items():
-        if key.split(".")[0] == "storage":
-            raise ValueError("storage is changed by `genreid store`, which rewrites the weights")
-        node, last = setting_parent(data, key)
-        if last not in node or isinstance(node[last], dict):
-            raise ValueError(f"{key}: not a setting of config.json; there: "
-                             f"{', '.join(sorted(node))}")
-        old = node[last]
-        if isinstance(old, float) and type(value) is int:
-            value = float(value)
-        if type(value) is not type(old):
-            raise ValueError(f"{key} takes a {type(old).__name__} (now {json.dumps(old)}), "
-                             f"not {json.dumps(value)}")
-        node[last] = value
-    config = ModelSetConfig.from_dict(data)
-    config.validate()
-    try:
-        _load_networks(folder, config)
-    except ckpt.CheckpointError as e:
-        raise ValueError(f"refused: with these settings the weights no longer load ({e})") from None
-    writer = ckpt.ModelSetWriter(folder)
-    writer.config(config)
-    writer.commit()
-    return config
-
-
-def store_parts(folder: str | Path, storage: dict[str, str]) -> dict[str, int]:
-    """Rewrite parts of a model set in another storage ("float16" or "int8", see
-    core.checkpoint) and record it in the set's config, so later exports keep it.
-    Returns the bytes each rewritten part now takes."""
-    unknown = sorted(set(storage) - set(ckpt.PARTS))
-    if unknown:
-        raise ValueError(f"unknown part(s) {', '.join(map(repr, unknown))}; parts: "
-                         f"{', '.join(ckpt.PARTS)}")
-    folder = Path(folder)
-    ckpt.verify(folder)
-    config = ckpt.read_config(folder)
-    networks = _load_networks(folder, config)
-    missing = sorted(set(storage) - set(networks))
-    if missing:
-        raise ValueError(f"{folder} has no {', '.join(missing)} to store "
-                         f"(it holds {', '.join(networks) or 'no network'})")
-    config = dataclasses.replace(config, storage={**config.storage, **storage})
-    config.validate()
-    writer = ckpt.ModelSetWriter(folder)
-    writer.config(config)
-    for part in storage:
-        writer.weights(part, networks[part])
-    writer.commit()
-    return {part: sum((Path(folder) / n).stat().st_size for n in ckpt.part_files(folder, part))
-            for part in storage}

@@ -294,18 +294,16 @@ def save_training_state(work_dir: str | Path, step: int, modules: dict[str, torc
     """Write step-numbered state, then point `latest.json` at it (atomic), then prune old ones."""
     work_dir = Path(work_dir)
     target = work_dir / f"step-{step:08d}"
-    tmp = work_dir / f".tmp-step-{step:08d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, module in modules.items():
-        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
-                  str(tmp / f"{name}.safetensors"))
-    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
-    save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-    save_file({k: v.contiguous() for k, v in rng.items()}, str(tmp / "rng.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": opt_meta, **extra}))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
+
+    def write(tmp: Path) -> None:
+        for name, module in modules.items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+                      str(tmp / f"{name}.safetensors"))
+        opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+        save_file({k: v.contiguous() for k, v in rng.items()}, str(tmp / "rng.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": opt_meta, **extra}))
+    atomic_write(target, write, folder=True)
     write_json(work_dir / "latest.json", {"dir": target.name, "step": step})
     for old in sorted(work_dir.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

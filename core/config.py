@@ -58,8 +58,9 @@ class PreviewConfig:
     """
 
     steps: int = 4  # sampling steps of a preview drawn by the full generator
-    # Identity guidance on only the first `guided_steps` preview steps (0: on all): the early,
-    # high-noise steps lay out the person; the later ones then cost one pass instead of two.
+    # Identity guidance on only the first `guided_steps` preview steps (0: on every step, what
+    # guided_steps=0 means everywhere, core/pipeline.py): the early, high-noise steps lay out
+    # the person; the later ones then cost one pass instead of two.
     guided_steps: int = 0
     unet: UNetConfig = field(default_factory=lambda: UNetConfig(block_depth=1))
     # The full generator's guidance the preview network was distilled with (set by training).

@@ -23,8 +23,6 @@ def _check_precision(precision: str) -> None:
         raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
 
 
-
-
 def bf16_is_native(device: torch.device) -> bool:
     """Whether bfloat16 matmuls and convolutions run in hardware (CUDA, or a CPU with AVX-512
     BF16 / AMX); elsewhere bf16 is emulated and slower than float32."""

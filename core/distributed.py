@@ -124,9 +124,13 @@ def setup(device: str = "auto") -> tuple[Context, torch.device]:
     return _context, chosen
 
 
-def teardown() -> None:
+def teardown(wait: bool = True) -> None:
+    """Leave the process group, if in one. wait: first meet every rank at a barrier (after a
+    command that finished); without it (after a failure) leave at once, since ranks that
+    failed elsewhere or still wait in a collective would never arrive."""
     global _context
     if dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
     _context = Context()

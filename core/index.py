@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from .config import METRICS
+from .files import atomic_write
 from .metrics import euclidean_distances
 
 KINDS = ("auto", "exact", "flat", "hnsw")
@@ -202,24 +202,18 @@ class GalleryIndex:
     # ----------------------------------------------------------------- files
     def save(self, folder: str | os.PathLike) -> Path:
         folder = Path(folder)
-        tmp = folder.parent / f".{folder.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_file({"vectors": self.vectors, "pids": self.pids, "camids": self.camids},
-                  str(tmp / "gallery.safetensors"))
-        (tmp / "names.txt").write_text("".join(f"{name}\n" for name in self.names))
-        if self.kind == "hnsw":
-            _faiss().write_index(self._structure, str(tmp / "hnsw.faiss"))
         meta = {"format": FORMAT, "kind": self.kind, "metric": self.metric,
                 "size": len(self), "dim": self.dim,
                 "recall_at_10": self.recall_at_10, "hnsw": vars(self.hnsw), **self.meta}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        old = folder.parent / f".{folder.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
-            os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
+
+        def write(tmp: Path) -> None:
+            save_file({"vectors": self.vectors, "pids": self.pids, "camids": self.camids},
+                      str(tmp / "gallery.safetensors"))
+            (tmp / "names.txt").write_text("".join(f"{name}\n" for name in self.names))
+            if self.kind == "hnsw":
+                _faiss().write_index(self._structure, str(tmp / "hnsw.faiss"))
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        atomic_write(folder, write, folder=True)
         return folder
 
     @classmethod

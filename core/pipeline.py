@@ -10,8 +10,13 @@ from .sampler import Callback, ddim_sample
 
 
 def guided(generator: Generator, identity: torch.Tensor, guided_steps: int | None = None):
-    """The noise predictor the sampler calls, with the generator's identity guidance; with
-    guided_steps, guidance only on that many first calls (steps), plain prediction after."""
+    """The noise predictor the sampler calls, with the generator's identity guidance.
+
+    guided_steps k >= 1: guidance only on the first k calls (steps), plain prediction after;
+    0 or None: guidance on every step. 0 means the same as in `preview.guided_steps`, so a
+    config's value passes through unchanged; to guide no step, set the guidance weight to 0."""
+    if guided_steps is not None and guided_steps < 0:
+        raise ValueError(f"guided_steps must be >= 0 (0: every step), not {guided_steps}")
     w = generator.config.guidance
     if not w:
         return lambda x, v: generator(x, v, identity)
@@ -21,7 +26,7 @@ def guided(generator: Generator, identity: torch.Tensor, guided_steps: int | Non
     def predict(x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         nonlocal calls
         calls += 1
-        if guided_steps is not None and calls > guided_steps:
+        if guided_steps and calls > guided_steps:
             return generator(x, v, identity)
         # One batched pass for the conditional and the "no identity" predictions. The latter
         # depends on (x, v) alone, so equal rows are predicted once: at a grid's first step a

@@ -74,6 +74,44 @@ def test_shard_and_rows_cover_the_batch():
     assert all(a.stop == b.start for a, b in zip(slices, slices[1:]))
 
 
+def _boom(*args, **kwargs):
+    raise RuntimeError("boom")
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("way", ["success", "error", "interrupted", "exception", "bad-arguments"])
+def test_every_way_out_of_main_leaves_the_process_group(tiny, tmp_path, monkeypatch, way):
+    """Under torchrun a failing command must leave the process group too (else the other ranks
+    wait for it); only after one that finished does it wait for them at the barrier."""
+    import core.data
+    import core.distributed
+
+    calls = []
+    monkeypatch.setattr(core.distributed, "teardown", lambda wait=True: calls.append(wait))
+    _, market = tiny
+    pack = ["pack", "--data", str(market / "bounding_box_train"), "--out", str(tmp_path / "p.npz")]
+    if way == "success":
+        assert cli.main(pack) == 0
+    elif way == "error":  # an expected error: a message, exit 2
+        assert cli.main(["sample", "--checkpoint", str(tmp_path / "missing"),
+                         "--out", str(tmp_path / "g.png")]) == 2
+    elif way == "interrupted":
+        monkeypatch.setattr(core.data, "pack_split", _interrupt)
+        assert cli.main(pack) == 130
+    elif way == "exception":  # an unexpected one still propagates, after the teardown
+        monkeypatch.setattr(core.data, "pack_split", _boom)
+        with pytest.raises(RuntimeError, match="boom"):
+            cli.main(pack)
+    else:
+        with pytest.raises(SystemExit):
+            cli.main(["pack", "--size", "64x32"])
+    assert calls == [way == "success"]
+
+
+@pytest.mark.slow  # real processes under torchrun
 def test_torchrun_generator_trains_and_its_checkpoint_loads(tiny, tmp_path):
     root, market = tiny
     out, work = tmp_path / "set", tmp_path / "runs" / "generator"
@@ -90,6 +128,7 @@ def test_torchrun_generator_trains_and_its_checkpoint_loads(tiny, tmp_path):
     assert image.shape == (1, 64, 32, 3)
 
 
+@pytest.mark.slow  # real processes under torchrun
 def test_torchrun_resumes_after_the_job_is_killed(tiny, tmp_path):
     root, market = tiny
     out, work = tmp_path / "set", tmp_path / "runs" / "generator"
@@ -136,6 +175,7 @@ def _prior_weights(work: Path) -> dict[str, np.ndarray]:
     return load_file(str(work / step / "model.safetensors"))
 
 
+@pytest.mark.slow  # real processes under torchrun
 def test_gradients_are_averaged_over_processes(generator_set, tmp_path):
     """One step of the prior (no batch statistics) over the same global batch: 2 processes of
     4 give the weights that 1 process of 8 gives; a different batch does not."""
@@ -153,6 +193,7 @@ def test_gradients_are_averaged_over_processes(generator_set, tmp_path):
     assert moved > 1e-4  # the step depends on the batch, so the comparison above means something
 
 
+@pytest.mark.slow  # real processes under torchrun
 def test_eval_under_torchrun_gives_the_single_process_numbers(tiny, generator_set, tmp_path):
     root, market = tiny
     work = tmp_path / "img2id"
@@ -174,6 +215,7 @@ def test_eval_under_torchrun_gives_the_single_process_numbers(tiny, generator_se
     assert features["gallery_features"].shape[0] == json.loads(lines[0])["num_gallery"]
 
 
+@pytest.mark.slow  # real processes under torchrun
 def test_torchrun_trains_the_networks_on_a_set(tiny, generator_set, tmp_path):
     """Every network on a set under torchrun: img2id from a bank (made once by rank 0, read by
     every rank), img2noise through the sampler, the preview, and the baseline (whose network
@@ -205,6 +247,7 @@ def test_torchrun_trains_the_networks_on_a_set(tiny, generator_set, tmp_path):
     assert all(trained.has(part) for part in ("prior", "img2id", "img2noise", "preview"))
 
 
+@pytest.mark.slow  # real processes under torchrun
 def test_gallery_index_encoded_by_two_processes_is_the_single_process_one(tiny, generator_set, tmp_path):
     from core.index import GalleryIndex
 

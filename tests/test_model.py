@@ -26,13 +26,13 @@ from core.config import (
     UNetConfig,
 )
 from core.diagnostics import identity_share
+from core.identity_init import pca_identity_init
 from core.images import Normalizer, channel_stats, image_grid
 from core.layers import ResidualBlock, sinusoidal_embedding
 from core.models import Generator, IdentityPrior, Img2ID, Img2Noise
 from core.pipeline import generate, sample_prior
 from core.sampler import ddim_sample, split_prediction
 from core.schedule import add_noise, diffusion_rates, sampling_times
-from core.train import pca_identity_init
 
 H, W = 64, 32
 # One thread: these networks are tiny, and on a CPU shared with another job the OpenMP
@@ -695,11 +695,30 @@ def test_training_state_keeps_the_last_two_and_points_at_latest(tmp_path):
         ckpt.save_training_state(tmp_path, step, {"model": model}, opt, {}, rng)
     assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-00000020", "step-00000030"]
     assert json.loads((tmp_path / "latest.json").read_text()) == {"dir": "step-00000030", "step": 30}
-    assert not list(tmp_path.glob(".tmp-*"))
+    assert not list(tmp_path.glob(".*"))  # no temporary or stepped-aside folder left
     fresh, fresh_opt = _trained_pair(1)
     meta, _ = ckpt.load_training_state(tmp_path, {"model": fresh}, fresh_opt)
     assert meta["step"] == 30
     assert torch.all(fresh[0].weight == 30.0)
+
+
+def test_a_folder_write_killed_midway_leaves_the_previous_folder_whole(tmp_path):
+    """atomic_write(folder=True), as training states and gallery indexes are written: a kill
+    while filling leaves the old folder as it was; the next write clears the leftover."""
+    from core.files import atomic_write
+
+    target = tmp_path / "state"
+    atomic_write(target, lambda tmp: (tmp / "a.txt").write_text("old"), folder=True)
+
+    def killed(tmp):
+        (tmp / "a.txt").write_text("half")
+        raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, killed, folder=True)
+    assert [p.name for p in target.iterdir()] == ["a.txt"] and (target / "a.txt").read_text() == "old"
+    atomic_write(target, lambda tmp: (tmp / "b.txt").write_text("new"), folder=True)
+    assert [p.name for p in target.iterdir()] == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["state"]
 
 
 def test_load_training_state_without_state_returns_none(tmp_path):
@@ -865,7 +884,7 @@ def test_a_write_killed_at_any_moment_leaves_a_whole_set(tmp_path, monkeypatch, 
 def test_ema_warm_up_follows_the_live_weights_early():
     from torch.optim.swa_utils import AveragedModel
 
-    from core.train import ema_with_warmup
+    from core.training import ema_with_warmup
 
     net = torch.nn.Linear(2, 2)
     ema = AveragedModel(net, avg_fn=ema_with_warmup(0.999), use_buffers=True)
@@ -928,6 +947,38 @@ def test_guidance_predicts_the_null_identity_once_per_distinct_input():
     assert rows[0] == 6 + 2 and rows[-1] == 6 + 6  # jittered inputs share nothing
     assert distinct.shape == shared.shape
     torch.testing.assert_close(shared, plain + 2.0 * (plain - null), atol=1e-5, rtol=1e-5)
+
+
+def test_guided_steps_zero_means_every_step_as_in_the_config():
+    """One meaning of guided_steps, in the config (preview.guided_steps), the API and the
+    pipeline: k >= 1 guides the first k sampling steps only; 0 (the config's default, which
+    the shipped sets hold) and None guide every step."""
+    from core.config import PreviewConfig
+    from core.pipeline import guided
+
+    gen = tiny_generator(seed=3)
+    perturb_(gen)
+    gen.eval()
+    gen.config.guidance = 2.0
+    ident = gen.identities(torch.tensor([0, 1])).detach()
+    z = torch.randn(2, 3, 64, 32, generator=torch.Generator().manual_seed(0))
+    rows: list[int] = []
+    hook = gen.register_forward_hook(lambda m, args, out: rows.append(len(args[0])))
+
+    def sample(**kwargs) -> torch.Tensor:
+        rows.clear()
+        with torch.no_grad():
+            return generate(gen, ident, z, ScheduleConfig(), steps=3, **kwargs)
+    every = sample()
+    assert rows == [4, 4, 4]  # each step: 2 conditional + 2 "no identity" rows
+    assert torch.equal(sample(guided_steps=0), every) and rows == [4, 4, 4]
+    assert torch.equal(sample(guided_steps=3), every)
+    first = sample(guided_steps=1)
+    assert rows == [4, 2, 2] and not torch.equal(first, every)
+    hook.remove()
+    assert PreviewConfig().guided_steps == 0
+    with pytest.raises(ValueError, match="guided_steps"):
+        guided(gen, ident, -1)
 
 
 @pytest.mark.parametrize("kill_at", ["manifest", "move"])

@@ -31,9 +31,17 @@ from core.config import (
 )
 from core.recognisability import load_diagnosis, recognisability_at
 
-# One thread: tiny networks, and on a CPU shared with another job the OpenMP workers of a
-# second thread spin-wait and make each forward pass ~100x slower.
-torch.set_num_threads(1)
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread for this module, the previous count restored after it: tiny networks, and on
+    a CPU shared with another job the OpenMP workers of a second thread spin-wait and make each
+    forward pass ~100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 H, W = 64, 32
 ID_DIM = 8
@@ -577,9 +585,9 @@ def test_img2id_early_stopping_on_held_out_persons(trained, tmp_path):
 
 
 def test_held_out_persons_never_reach_the_batches(trained):
+    from core.batches import TrainingImages
     from core.data import load_split
     from core.images import Normalizer
-    from core.train import TrainingImages
 
     split = load_split(trained.train)
     images = TrainingImages(split, Normalizer([0.5] * 3, [0.25] * 3, torch.device("cpu")),
@@ -638,9 +646,9 @@ def test_baseline_trains_and_evaluates_like_a_model_set(trained, tmp_path, capsy
     assert any(not torch.equal(plain[k], augmented[k]) for k in plain)
     # --bnneck: the same run re-exported (nothing left to train) with the neck folded into the
     # encoder, compared by cosine: the set's features are the trained neck's outputs.
+    from core.baseline import BaselineNet
     from core.config import ModelSetConfig
     from core.models import Img2ID
-    from core.train import BaselineNet
     assert cli("train", "baseline", "--data", trained.train, "--out", out, "--config", trained.config,
                "--steps", 3, "--batch-size", 8, "--instances", 2, "--save-every", 3,
                "--work-dir", tmp_path / "work", "--bnneck") == 0
@@ -661,9 +669,9 @@ def test_baseline_trains_and_evaluates_like_a_model_set(trained, tmp_path, capsy
 
 
 def test_neck_folds_exactly_into_the_encoder():
+    from core.baseline import BaselineNet
     from core.config import ModelSetConfig
     from core.models import Img2ID
-    from core.train import BaselineNet
 
     config = ModelSetConfig()
     net = BaselineNet(Img2ID(config.img2id, (64, 32)), 10)
@@ -683,7 +691,7 @@ def test_neck_folds_exactly_into_the_encoder():
 def test_batch_hard_triplet_by_hand():
     import torch
 
-    from core.train import batch_hard_triplet
+    from core.baseline import batch_hard_triplet
 
     f = torch.tensor([[0.0], [1.0], [3.0], [3.5]])  # labels 0, 0, 1, 1
     labels = torch.tensor([0, 0, 1, 1])

@@ -215,6 +215,7 @@ def test_a_request_cannot_name_a_server_file(explorer_model_set, tmp_path):
 
 
 # ----------------------------------------------------------------------------- load
+@pytest.mark.slow  # a served app under six clients
 def test_load_test_serves_every_panel_without_failure(explorer_model_set, capsys, tmp_path,
                                                       monkeypatch):
     """A short, bounded run of the load test command (the full one is 16 clients x 60 s); six

@@ -41,3 +41,16 @@ def test_a_shipped_set_verifies_loads_and_is_stored_as_its_config_says(folder):
         assert "F32" not in kinds or storage == "int8", part  # float32 only for int8 scales
     picture = np.zeros((1, *model.image_size, 3), np.uint8)
     assert model.encode(picture).shape == (1, model.config.img2id.id_dim)
+
+
+def test_the_default_set_previews_with_guidance_on_every_step():
+    """Its config.json says preview.guided_steps 0, which means every step: its previews (it
+    has no preview network) are the generator in preview.steps steps, all of them guided."""
+    model = GenReID.load(CHECKPOINTS / "default", device="cpu", precision="fp32")
+    assert not model.has("preview") and model.config.preview.guided_steps == 0
+    assert model.config.generator.guidance > 0 and model.config.preview.steps > 1
+    ids, z = model.table_identities([0]), model.noise(1, seed=0)
+    preview = model.generate(ids, z, preview=True)
+    steps = model.config.preview.steps
+    assert np.array_equal(preview, model.generate(ids, z, steps=steps, guided_steps=steps))
+    assert not np.array_equal(preview, model.generate(ids, z, steps=steps, guided_steps=1))
