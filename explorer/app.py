@@ -5,7 +5,8 @@ work is in `explorer.handlers` and `explorer.state`).
     python explorer/app.py [same options]          # also how a Hugging Face Space starts it
 
 Every panel is a named API endpoint, callable with no arguments through gradio_client:
-generate, sweep, neighbors, projection, retrieve, decompose (and swap, interpolate).
+generate, sweep, directions, neighbors, projection, retrieve, decompose (and swap,
+interpolate).
 
     from gradio_client import Client, handle_file
     client = Client("http://127.0.0.1:7860/")
@@ -86,9 +87,16 @@ HELP = {
                 "`prior 3`), plus new ones sampled from the identity prior — and columns are noises. "
                 "The noise is the same down each column, so a column shows what identity alone "
                 "changes. Seeded: the same inputs give the same pictures; *New noises* draws a new seed.",
-    "sweep": "One identity and one fixed noise. Each row sets one coordinate of the identity vector "
-             "to values across a range (the paper: −0.3 to 0.3), the value above each picture. The "
-             "table ranks coordinates by how much the picture changes.",
+    "sweep": "One identity and one fixed noise. Each row moves one coordinate of the identity vector "
+             "across a range, the value above each picture. By default the range is in standard "
+             "deviations of that coordinate over the training identities (mean ± 3 sd), so the sweep "
+             "stays where identities are; the paper's absolute range (−0.3 to 0.3) is an option. "
+             "The table ranks coordinates by how much the picture changes, each over its own range.",
+    "directions": "One identity and one fixed noise, walked along the principal directions of the "
+                  "training identities — the directions in which persons differ most — one row "
+                  "per direction, in that direction's standard deviations (0 is the identity "
+                  "itself). The table gives each direction's share of the identities' variance; "
+                  "the download holds each direction as a vector.",
     "neighbors": "An identity and its nearest training identities by Euclidean distance in the "
                  "identity space, each shown by a portrait (a real training picture with `--data`, "
                  "else generated with one fixed noise); the closest and farthest pairs overall and "
@@ -195,13 +203,16 @@ def build_app(state: ExplorerState) -> gr.Blocks:
                                             value=[c for c in h.SWEEP_COORDINATES if c < state.dim],
                                             multiselect=True, label="Coordinates (rows)", scale=3)
                 with gr.Row():
-                    sw_low = gr.Number(value=-0.3, label="From")
-                    sw_high = gr.Number(value=0.3, label="To")
+                    sw_units = gr.Radio([h.SWEEP_SD, h.SWEEP_ABSOLUTE], value=h.SWEEP_SD,
+                                        label="Range in", scale=2)
+                    sw_low = gr.Number(value=-3.0, label="From")
+                    sw_high = gr.Number(value=3.0, label="To")
                     sw_steps = gr.Slider(2, h.MAX_STEPS, value=7, step=1, label="Steps")
                     sw_seed = gr.Number(value=0, precision=0, minimum=0, label="Noise seed")
                 with gr.Row():
-                    sw_relative = gr.Checkbox(value=False, label="Add to the identity's own value "
-                                                                "(instead of setting the coordinate)")
+                    sw_relative = gr.Checkbox(value=False, label="Around the identity's own value "
+                                                                "(instead of the mean, or of 0 in "
+                                                                "absolute values)")
                     sw_rank_all = gr.Checkbox(value=False, label=f"Rank every coordinate "
                                                                  f"({2 * state.dim} more pictures)")
                     sw_preview = _preview_box(state)
@@ -212,8 +223,30 @@ def build_app(state: ExplorerState) -> gr.Blocks:
                                         interactive=False)
                 sw_files = _files()
 
-            # ------------------------------------------------------------ 3. neighbours
-            with gr.Tab("3 · Neighbours"):
+            # ------------------------------------------------------------ 3. directions
+            with gr.Tab("3 · Directions"):
+                gr.Markdown(HELP["directions"])
+                with gr.Row():
+                    dr_id = _identity_dropdown(state, "Identity", first, scale=2)
+                    count = state.space.num_directions
+                    dr_dirs = gr.Dropdown(choices=[(f"PC{k}", k) for k in range(1, count + 1)],
+                                          value=[d for d in h.DIRECTIONS if d <= count],
+                                          multiselect=True, label="Principal directions (rows)", scale=3)
+                with gr.Row():
+                    dr_low = gr.Number(value=-3.0, label="From (standard deviations)")
+                    dr_high = gr.Number(value=3.0, label="To (standard deviations)")
+                    dr_steps = gr.Slider(2, h.MAX_STEPS, value=5, step=1, label="Steps")
+                    dr_seed = gr.Number(value=0, precision=0, minimum=0, label="Noise seed")
+                    dr_preview = _preview_box(state)
+                dr_btn = gr.Button("Walk", variant="primary")
+                dr_img = _image("Along the principal directions")
+                dr_info = gr.Markdown()
+                dr_table = gr.Dataframe(value=h.directions_table(state), interactive=False,
+                                        label="Principal directions of the training identities")
+                dr_files = _files()
+
+            # ------------------------------------------------------------ 4. neighbours
+            with gr.Tab("4 · Neighbours"):
                 gr.Markdown(HELP["neighbors"])
                 with gr.Row():
                     nb_id = _identity_dropdown(state, "Identity", first, scale=3)
@@ -227,8 +260,8 @@ def build_app(state: ExplorerState) -> gr.Blocks:
                     nb_hist = gr.Plot(label="Pairwise distances")
                 nb_files = _files()
 
-            # ------------------------------------------------------------ 4. projection
-            with gr.Tab("4 · Projection"):
+            # ------------------------------------------------------------ 5. projection
+            with gr.Tab("5 · Projection"):
                 gr.Markdown(HELP["projection"])
                 with gr.Row():
                     pr_method = gr.Radio(["PCA", "UMAP"], value="PCA", label="Method")
@@ -255,8 +288,8 @@ def build_app(state: ExplorerState) -> gr.Blocks:
                 pr_info = gr.Markdown()
                 pr_files = _files()
 
-            # ------------------------------------------------------------ 5. retrieval
-            with gr.Tab("5 · Retrieval"):
+            # ------------------------------------------------------------ 6. retrieval
+            with gr.Tab("6 · Retrieval"):
                 gr.Markdown(HELP["retrieve"])
                 _warning(state, "img2id")
                 with gr.Row():
@@ -270,8 +303,8 @@ def build_app(state: ExplorerState) -> gr.Blocks:
                 rt_table = gr.Dataframe(label="Top matches", interactive=False)
                 rt_files = _files()
 
-            # ------------------------------------------------------------ 6. decomposition
-            with gr.Tab("6 · Decomposition"):
+            # ------------------------------------------------------------ 7. decomposition
+            with gr.Tab("7 · Decomposition"):
                 gr.Markdown(HELP["decompose"])
                 _warning(state, "img2id", "img2noise")
                 with gr.Row():
@@ -317,8 +350,13 @@ def build_app(state: ExplorerState) -> gr.Blocks:
             api_visibility="undocumented", **model_work)
         sw_btn.click(bind(h.sweep, state),
                      [sw_id, sw_coords, sw_low, sw_high, sw_steps, sw_seed, sw_relative, sw_rank_all,
-                      sw_preview],
+                      sw_preview, sw_units],
                      [sw_img, sw_table, sw_info, sw_files], api_name="sweep", **model_work)
+        sw_units.change(h.sweep_range_defaults, sw_units, [sw_low, sw_high], api_name="sweep_units",
+                        api_visibility="private")
+        dr_btn.click(bind(h.directions, state),
+                     [dr_id, dr_dirs, dr_low, dr_high, dr_steps, dr_seed, dr_preview],
+                     [dr_img, dr_table, dr_info, dr_files], api_name="directions", **model_work)
         nb_btn.click(bind(h.neighbors, state), [nb_id, nb_k],
                      [nb_img, nb_table, nb_pairs, nb_stats, nb_hist, nb_files], api_name="neighbors",
                      **model_work)
@@ -340,7 +378,7 @@ def build_app(state: ExplorerState) -> gr.Blocks:
         pr_bridge.click(h.select_from_plot, None, pr_selected, api_name="select_from_plot",
                         api_visibility="private")
         pr_selected.change(bind(h.select_identity, state), [pr_selected, gen_ids, pr_method, pr_colour],
-                           [pr_portrait, pr_sel_info, pr_map, sw_id, nb_id, ip_a, gen_ids],
+                           [pr_portrait, pr_sel_info, pr_map, sw_id, dr_id, nb_id, ip_a, gen_ids],
                            api_name="select_identity", **model_work)
 
         rt_btn.click(bind(h.retrieve, state), [rt_upload, rt_query, rt_k],

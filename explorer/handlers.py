@@ -27,6 +27,7 @@ from core.api import GenReID
 from core.checkpoint import CheckpointError
 from core.data import DataError
 from core.metrics import truncated_average_precision as ap
+from core.recognisability import recognisability_at
 
 from . import figures, render
 from .state import SOURCE_GALLERY, SOURCE_PRIOR, SOURCE_TRAIN, ExplorerState, NotReady, shown
@@ -36,7 +37,10 @@ MAX_COORDINATES, MAX_STEPS, MAX_K = 8, 15, 30
 # Default views are sized to answer within a second on a 2-core CPU (`genreid bench`).
 SWEEP_COORDINATES = (0,)
 SWEEP_LIMIT = 10.0
+SWEEP_SD, SWEEP_ABSOLUTE = "standard deviations", "absolute (the paper's)"
+DIRECTIONS = (1, 2)  # the directions panel's default rows: the two main principal directions
 DEFAULT_NOISES, DEFAULT_K_NEIGHBOURS, DEFAULT_K_RETRIEVAL = 4, 5, 10
+RECOGNISABLE_MAP = 0.5  # the generator's goal: generated people found at mAP 0.5 or better
 SOURCE_MARKERS = {SOURCE_TRAIN: "o", SOURCE_PRIOR: "s", SOURCE_GALLERY: "x"}
 
 
@@ -157,6 +161,51 @@ def network_note(state: ExplorerState, preview: bool) -> str:
     return f"Full generator ({state.model.config.schedule.steps} sampling steps)."
 
 
+def real_note(state: ExplorerState) -> str:
+    """Where the real pictures beside generated people come from, or how to get them."""
+    if state.real_portraits:
+        return (f"Framed orange and captioned *real*: the person's real picture ({state.real.where}); "
+                "prior samples and typed vectors have none. ")
+    return ("No real pictures of the training persons are known, so none is shown beside the "
+            "generated ones: start the explorer with `--data DIR` (the dataset the set was trained "
+            "on, e.g. `../shared/data/cuhk03`) to see each person as they really are. ")
+
+
+def with_real_column(state: ExplorerState, keys: list[str], rows: list[list],
+                     captions: list[list]) -> tuple[list[list], list[list], list[list] | None, list]:
+    """Grid rows with each key's real picture (if any) first, framed and captioned as real.
+    Returns (cells, captions, frames or None, [(key, real picture)])."""
+    reals = [state.real_picture(k) for k in keys]
+    found = [(k, r) for k, r in zip(keys, reals, strict=True) if r is not None]
+    if not found:
+        return rows, captions, None, []
+    cells = [[r, *row] for r, row in zip(reals, rows, strict=True)]
+    caps = [["real" if r is not None else None, *c] for r, c in zip(reals, captions, strict=True)]
+    frames = [[render.REAL if r is not None else None] + [None] * len(row)
+              for r, row in zip(reals, rows, strict=True)]
+    return cells, caps, frames, found
+
+
+def _save_reals(out: Path, found: list) -> list[str]:
+    return [render.save_png(img, out / f"real-{key.replace(' ', '-')}.png") for key, img in found]
+
+
+def generator_note(state: ExplorerState) -> str:
+    """One line on how far this set's generated people look like their person, from the
+    set's own `genreid diagnose --save` measure."""
+    guidance = state.model.config.generator.guidance
+    figures = recognisability_at(state.diagnosis, guidance)
+    if figures is None:
+        return ("How far this set's pictures look like their person has not been measured "
+                f"(`genreid diagnose --checkpoint {state.folder} --save`). ")
+    real = f" (real crops of the same persons: {figures['real_mAP']:.2f})" if figures["real_mAP"] else ""
+    verdict = ("follows identity only weakly: do not read a row as a portrait of its person"
+               if figures["mAP"] < RECOGNISABLE_MAP else "draws recognisable people")
+    return (f"**This set's generator {verdict}.** An encoder trained on real crops finds the person "
+            f"a picture was generated for among the real training crops with mAP {figures['mAP']:.2f}"
+            f"{real} (`genreid diagnose`, the full sampler at guidance {guidance:g}). ")
+
+
 # ----------------------------------------------------------------------------- 1. generation
 @panel
 def generate(state: ExplorerState, identities: list[str] | None = None,
@@ -192,18 +241,22 @@ def generate(state: ExplorerState, identities: list[str] | None = None,
                             _report(progress), "generation", preview)
     grid = images.reshape(len(vectors), n, *images.shape[1:])
     captions = [[f"noise {j + 1}" for j in range(n)]] + [[None] * n] * (len(vectors) - 1)
-    picture = render.compose(grid, row_labels=labels, captions=captions)
+    row_keys = labels[:len(keys)] + [""] * new
+    cells, captions, frames, reals = with_real_column(state, row_keys, list(grid), captions)
+    picture = render.compose(cells, row_labels=labels, captions=captions, frames=frames)
     out = state.output_dir("generate")
     plain = [label.replace("\n", " ") for label in labels]
-    files = [render.save_png(picture, out / "generation.png"),
+    files = [render.save_png(picture, out / "generation.png"), *_save_reals(out, reals),
              _save_csv(out / "identities.csv", ["identity"] + [f"z{i}" for i in range(state.dim)],
                        _vector_rows(plain, vectors)),
              str(out / "identities.npy"), str(out / "noises.npy")]
     np.save(out / "identities.npy", vectors)
     np.save(out / "noises.npy", noise)
-    info = (f"**{len(vectors)} identities × {n} noises** (noise seed {noise_seed}; the same noise "
+    info = (generator_note(state) + "\n\n"
+            f"**{len(vectors)} identities × {n} noises** (noise seed {noise_seed}; the same noise "
             "down each column, so a column differs only by identity). "
             + (f"New identities are prior samples with seed {prior_seed}. " if new else "")
+            + real_note(state)
             + "Same inputs, same pictures: everything here is deterministic. "
             + network_note(state, preview))
     return picture, info, _bundle(files, "generation")
@@ -239,63 +292,209 @@ def _coordinates(coordinates, dim: int) -> list[int]:
     return out
 
 
+def _units(units) -> str:
+    text = str(units).strip().lower()
+    if text in ("sd", "std", SWEEP_SD, "standard deviation"):
+        return SWEEP_SD
+    if text.startswith("absolute"):
+        return SWEEP_ABSOLUTE
+    raise ValueError(f"the range is in {SWEEP_SD!r} or {SWEEP_ABSOLUTE!r}, not {shown(units)}")
+
+
+def sweep_values(state: ExplorerState, vector: np.ndarray, low: float, high: float, steps: int,
+                 relative: bool, units: str) -> np.ndarray:
+    """(D, steps): the values each coordinate takes in a sweep. In standard deviations (of the
+    coordinate over the training identities) around the coordinate's mean, or around the
+    identity's own value if relative; in absolute values set as they are, or added to the
+    identity's own value if relative."""
+    s = np.linspace(low, high, steps)
+    if units == SWEEP_SD:
+        centre = vector if relative else state.space.mean
+        return centre[:, None] + state.space.std[:, None] * s[None]
+    return (vector[:, None] if relative else np.zeros((state.dim, 1))) + s[None]
+
+
+def sweep_range_defaults(units: str) -> tuple[float, float]:
+    """The sweep's default range for its units: ±3 standard deviations, or the paper's ±0.3."""
+    return (-0.3, 0.3) if _units(units) == SWEEP_ABSOLUTE else (-3.0, 3.0)
+
+
 @panel
 def sweep(state: ExplorerState, identity: str | None = None, coordinates: list | None = None,
-          low: float = -0.3, high: float = 0.3, steps: int = 7, noise_seed: int = 0,
+          low: float = -3.0, high: float = 3.0, steps: int = 7, noise_seed: int = 0,
           relative: bool = False, rank_all: bool = False, preview: bool = True,
+          units: str = SWEEP_SD,
           progress=gr.Progress()):  # noqa: B008 (Gradio's pattern)
-    """One identity, one fixed noise, coordinates swept over [low, high] (one row each).
-    Returns (picture, ranking table, description, files)."""
+    """One identity, one fixed noise, coordinates swept over [low, high] (one row each), in
+    standard deviations of the training identities (the default) or in absolute values (the
+    paper's -0.3 to 0.3). Returns (picture, ranking table, description, files)."""
     state.require("generator")
     key, vector = state.resolve(default_identity(state) if identity is None else identity)
+    vector = np.asarray(vector, np.float64)
     coords = _coordinates(coordinates, state.dim)
+    units = _units(units)
     low, high = _float(low, "low"), _float(high, "high")
     if max(abs(low), abs(high)) > SWEEP_LIMIT:
-        raise ValueError(f"the range must stay within ±{SWEEP_LIMIT:g} (identity coordinates are "
-                         f"of the order of 0.1); got {low:g} to {high:g}")
+        unit = ("standard deviations" if units == SWEEP_SD
+                else "(identity coordinates are of the order of 0.1)")
+        raise ValueError(f"the range must stay within ±{SWEEP_LIMIT:g} {unit}; got {low:g} to {high:g}")
     if low == high:
         raise ValueError("the range is empty: low and high are equal")
     steps = _int(steps, "steps", 2, MAX_STEPS)
     noise_seed = _int(noise_seed, "noise seed", 0, 2**31 - 1)
-    values = np.linspace(low, high, steps)
-    vectors = np.repeat(vector[None].astype(np.float32), len(coords) * steps, 0)
+    values = sweep_values(state, vector, low, high, steps, relative, units)  # (D, steps)
+    vectors = np.repeat(vector[None], len(coords) * steps, 0)
     for r, c in enumerate(coords):
-        vectors[r * steps:(r + 1) * steps, c] = (vector[c] if relative else 0.0) + values
+        vectors[r * steps:(r + 1) * steps, c] = values[c]
+    vectors = vectors.astype(np.float32)
     report = _report(progress)
     scale = 0.5 if rank_all else 1.0
     images = state.generate(vectors, np.repeat(state.noise(1, noise_seed), len(vectors), 0),
                             lambda f, d: report(scale * f, d), "sweep", preview)
     grid = images.reshape(len(coords), steps, *images.shape[1:])
-    captions = [[(f"dz{c} = {v:+.2f}" if relative else f"z{c} = {v:+.2f}") for v in values]
-                for c in coords]
-    picture = render.compose(grid, captions=captions)
+    offsets = np.linspace(low, high, steps)
+    if units == SWEEP_SD:
+        captions = [[f"z{c} = {v:+.3f}\n{o:+.1f} sd" for v, o in zip(values[c], offsets, strict=True)]
+                    for c in coords]
+    else:
+        captions = [[(f"dz{c} = {o:+.2f}" if relative else f"z{c} = {o:+.2f}") for o in offsets]
+                    for c in coords]
+    real = state.real_picture(key)
+    cells, frames = [list(row) for row in grid], None
+    if real is not None:
+        cells = [[real if r == 0 else None, *row] for r, row in enumerate(cells)]
+        captions = [["real" if r == 0 else None, *caps] for r, caps in enumerate(captions)]
+        frames = [[render.REAL if r == 0 else None] + [None] * steps for r in range(len(coords))]
+    picture = render.compose(cells, captions=captions, frames=frames)
     g = grid.astype(np.float32) / 255.0
     along = np.abs(np.diff(g, axis=1)).mean((2, 3, 4)).sum(1)  # path length of each row
     ends = np.abs(g[:, -1] - g[:, 0]).mean((1, 2, 3))
     swept = {c: (float(e), float(a)) for c, e, a in zip(coords, ends, along, strict=True)}
     if rank_all:
-        change = state.sweep_ranking(vector, noise_seed, low, high, relative,
+        change = state.sweep_ranking(vector, noise_seed, values[:, 0], values[:, -1],
                                      lambda f, d: report(0.5 + 0.5 * f, d), preview)
         rows = [(c, float(change[c]), swept.get(c, (None, None))[1]) for c in range(state.dim)]
     else:
         rows = [(c, e, a) for c, (e, a) in swept.items()]
     rows.sort(key=lambda r: -r[1])
-    table = pd.DataFrame([[i + 1, f"z{c}", float(f"{e:.4g}"), None if a is None else float(f"{a:.4g}")]
+    table = pd.DataFrame([[i + 1, f"z{c}", float(f"{values[c, 0]:.4g}"), float(f"{values[c, -1]:.4g}"),
+                           float(f"{e:.4g}"), None if a is None else float(f"{a:.4g}")]
                           for i, (c, e, a) in enumerate(rows)],
-                         columns=["rank", "coordinate", "change end to end", "change along the sweep"])
+                         columns=["rank", "coordinate", "from", "to", "change end to end",
+                                  "change along the sweep"])
     out = state.output_dir("sweep")
     files = [render.save_png(picture, out / "sweep.png"), str(out / "ranking.csv"),
-             str(out / "vectors.npy")]
+             str(out / "vectors.npy"), *_save_reals(out, [(key, real)] if real is not None else [])]
     table.to_csv(out / "ranking.csv", index=False)
     np.save(out / "vectors.npy", vectors)
-    what = "added to the identity's own value" if relative else "set to each value"
-    info = (f"**{key}**, noise seed {noise_seed}: coordinate{'s' if len(coords) > 1 else ''} "
-            f"{', '.join(f'z{c}' for c in coords)} {what}, {low:+.2f} to {high:+.2f} in {steps} steps. "
-            f"Ranking ({'every coordinate' if rank_all else 'the swept coordinates'}): mean absolute "
-            "pixel change in [0, 1] between the two ends of the range"
+    if units == SWEEP_SD:
+        centre = "the identity's own value" if relative else "the training identities' mean"
+        ranges = "; ".join(f"z{c}: sd {state.space.std[c]:.3f}, {values[c, 0]:+.3f} to {values[c, -1]:+.3f}"
+                           for c in coords)
+        what = (f"from {low:+g} to {high:+g} standard deviations (of that coordinate over the "
+                f"{len(state.train_keys)} training identities) around {centre} ({ranges})")
+    else:
+        what = (f"{'added to the identity' + chr(39) + 's own value' if relative else 'set to each value'}, "
+                f"{low:+.2f} to {high:+.2f} (absolute values, as the paper)")
+    info = (f"**{key}**, noise seed {noise_seed}, {steps} steps: "
+            f"coordinate{'s' if len(coords) > 1 else ''} {', '.join(f'z{c}' for c in coords)} {what}. "
+            "Ranking (" + ("every coordinate, each over its own range" if rank_all
+                           else "the swept coordinates") + "): "
+            "mean absolute pixel change in [0, 1] between the two ends of the range"
             + ("" if rank_all else "; tick *rank every coordinate* to rank all "
-               f"{state.dim} (2 × {state.dim} pictures)") + ". " + network_note(state, preview))
+               f"{state.dim} (2 × {state.dim} pictures)") + ". "
+            + (real_note(state) if real is not None else "") + network_note(state, preview))
     return picture, table, info, _bundle(files, "sweep")
+
+
+# ----------------------------------------------------------------------------- directions
+def _directions(directions, count: int) -> list[int]:
+    """Principal directions as 0-based indices from '1, 2' (or 'PC1', or numbers)."""
+    if directions is None:
+        directions = [d for d in DIRECTIONS if d <= count]
+    if isinstance(directions, (str, int, float)):
+        directions = re.split(r"[,;\s]+", str(directions))
+    out = []
+    for d in directions:
+        text = str(d).strip().lower().removeprefix("pc")
+        if not text:
+            continue
+        if not re.fullmatch(r"\d+(\.0+)?", text) or not 1 <= int(float(text)) <= count:
+            raise ValueError(f"principal directions are numbered 1..{count}; got {shown(d)}")
+        if int(float(text)) - 1 not in out:
+            out.append(int(float(text)) - 1)
+    if not out:
+        raise ValueError("choose at least one principal direction")
+    if len(out) > MAX_COORDINATES:
+        raise ValueError(f"at most {MAX_COORDINATES} directions at once; got {len(out)}")
+    return out
+
+
+def directions_table(state: ExplorerState) -> pd.DataFrame:
+    """Every principal direction of the training identities with its share of their variance."""
+    space = state.space
+    share = space.explained
+    return pd.DataFrame({"direction": [f"PC{k + 1}" for k in range(space.num_directions)],
+                         "share of variance": np.round(share, 4),
+                         "cumulative share": np.round(np.cumsum(share), 4),
+                         "standard deviation": np.round(np.sqrt(space.variances), 5)})
+
+
+@panel
+def directions(state: ExplorerState, identity: str | None = None, directions: list | None = None,
+               low: float = -3.0, high: float = 3.0, steps: int = 5, noise_seed: int = 0,
+               preview: bool = True,
+               progress=gr.Progress()):  # noqa: B008 (Gradio's pattern)
+    """One identity walked along principal directions of the training identities (one row each),
+    in each direction's standard deviations, with one fixed noise. Returns (picture, table of
+    every direction's share of variance, description, files)."""
+    state.require("generator")
+    key, vector = state.resolve(default_identity(state) if identity is None else identity)
+    space = state.space
+    chosen = _directions(directions, space.num_directions)
+    low, high = _float(low, "low"), _float(high, "high")
+    if max(abs(low), abs(high)) > SWEEP_LIMIT:
+        raise ValueError(f"the range must stay within ±{SWEEP_LIMIT:g} standard deviations; "
+                         f"got {low:g} to {high:g}")
+    if low == high:
+        raise ValueError("the range is empty: low and high are equal")
+    steps = _int(steps, "steps", 2, MAX_STEPS)
+    noise_seed = _int(noise_seed, "noise seed", 0, 2**31 - 1)
+    sds = np.linspace(low, high, steps)
+    vectors = np.concatenate([space.along_direction(vector, k, sds) for k in chosen]).astype(np.float32)
+    images = state.generate(vectors, np.repeat(state.noise(1, noise_seed), len(vectors), 0),
+                            _report(progress), "directions", preview)
+    grid = images.reshape(len(chosen), steps, *images.shape[1:])
+    captions = [[f"{s:+.1f} sd" if s else "0 (itself)" for s in sds] for _ in chosen]
+    labels = [f"PC{k + 1}\n{space.explained[k]:.0%} of var." for k in chosen]
+    real = state.real_picture(key)
+    cells, frames = [list(row) for row in grid], None
+    if real is not None:
+        cells = [[real if r == 0 else None, *row] for r, row in enumerate(cells)]
+        captions = [["real" if r == 0 else None, *caps] for r, caps in enumerate(captions)]
+        frames = [[render.REAL if r == 0 else None] + [None] * steps for r in range(len(chosen))]
+    picture = render.compose(cells, captions=captions, row_labels=labels, frames=frames)
+    table = directions_table(state)
+    out = state.output_dir("directions")
+    for k in chosen:
+        np.save(out / f"direction-PC{k + 1}.npy", space.direction_vector(k).astype(np.float32))
+    np.save(out / "vectors.npy", vectors)
+    np.save(out / "all-directions.npy", space.directions.astype(np.float32))
+    table.to_csv(out / "directions.csv", index=False)
+    files = [render.save_png(picture, out / "directions.png"), str(out / "directions.csv"),
+             str(out / "all-directions.npy"), str(out / "vectors.npy"),
+             *[str(out / f"direction-PC{k + 1}.npy") for k in chosen],
+             *_save_reals(out, [(key, real)] if real is not None else [])]
+    shares = ", ".join(f"PC{k + 1} {space.explained[k]:.1%} (sd {np.sqrt(space.variances[k]):.3f})"
+                       for k in chosen)
+    info = (f"**{key}**, noise seed {noise_seed}: moved along principal direction"
+            f"{'s' if len(chosen) > 1 else ''} of the {len(state.train_keys)} training identities, "
+            f"from {low:+g} to {high:+g} of each direction's standard deviation in {steps} steps "
+            f"(share of the identities' variance and deviation: {shares}). The column at 0 is the "
+            "identity itself. Each direction is a unit vector in the identity space "
+            "(`direction-PC<k>.npy` in the download; all of them in `all-directions.npy`, one per "
+            "row). " + (real_note(state) if real is not None else "") + network_note(state, preview))
+    return picture, table, info, _bundle(files, "directions")
 
 
 # ----------------------------------------------------------------------------- 3. neighbours
@@ -445,14 +644,14 @@ def select_identity(state: ExplorerState, identity: str | None = None,
                     generation_identities: list[str] | None = None, method: str = "PCA",
                     colour_by: str = "source"):
     """Make an identity the current one in every panel. Returns (portrait, description,
-    projection picture, sweep identity, neighbours identity, interpolation start, generation
-    identities)."""
+    projection picture, sweep identity, directions identity, neighbours identity, interpolation
+    start, generation identities)."""
     key, vector = state.resolve(default_identity(state) if identity is None else identity)
     portrait = state.portraits([key])[0] if (state.portrait_ready(key) is not None
                                             or state.has("generator")) else None
     rows, dists = state.nearest_training(vector, 3, exclude=state.row_of(key))
     near = ", ".join(f"{state.train_keys[r]} ({d:.3f})" for r, d in zip(rows, dists, strict=True))
-    info = (f"**{key}** selected (now the identity of the sweep, neighbours and interpolation "
+    info = (f"**{key}** selected (now the identity of the sweep, directions, neighbours and interpolation "
             f"panels, and first in generation). |identity| = {np.linalg.norm(vector):.3f}; "
             f"nearest training identities: {near or 'none'}.")
     try:
@@ -461,7 +660,7 @@ def select_identity(state: ExplorerState, identity: str | None = None,
         picture = gr.update()
     ids = [key] + [k for k in _split_keys(generation_identities) if k != key]
     return (render.upscale(portrait, 4) if portrait is not None else None, info, picture, key, key,
-            key, ids[:6])
+            key, key, ids[:6])
 
 
 @panel

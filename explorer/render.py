@@ -17,6 +17,7 @@ GREEN = (34, 160, 60)  # right person
 RED = (214, 48, 48)  # wrong person
 BLUE = (40, 90, 220)  # the query / the selected identity
 GREY = (150, 150, 150)  # label unknown
+REAL = (230, 159, 0)  # a real picture, beside generated ones
 EDGE = (215, 215, 215)  # a neutral edge, so pale pictures (error maps) stay apart from the page
 BACKGROUND = (255, 255, 255)
 TEXT = (40, 40, 40)

@@ -12,6 +12,7 @@ finds them again. Nothing here knows about Gradio.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import os
 import re
@@ -29,12 +30,16 @@ from typing import TypeVar
 import numpy as np
 
 from core.api import GenReID
-from core.data import DataError, dataset_splits, list_records, load_image, load_split, parse_name
+from core.data import DataError, dataset_splits, load_image, load_split, parse_name
+from core.files import atomic_write
 from core.gallery import load_gallery_index, picture_path
+from core.identity_space import IdentitySpace
 from core.index import GalleryIndex
 from core.metrics import euclidean_distances
+from core.recognisability import load_diagnosis
 
 from . import zerogpu
+from .real_pictures import RealPortraits
 
 T = TypeVar("T")
 
@@ -150,13 +155,12 @@ class DiskCache:
     def save(self, name: str, **arrays: np.ndarray) -> None:
         if self.folder is None:
             return
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = self.folder / f".{name}.{os.getpid()}.tmp.npz"
-            np.savez(tmp, **arrays)
-            os.replace(tmp, self.folder / name)
-        except OSError:
-            pass
+        def write(path: Path) -> None:
+            with open(path, "wb") as f:  # a file object: np.savez would append .npz to a name
+                np.savez(f, **arrays)
+
+        with contextlib.suppress(OSError):
+            atomic_write(self.folder / name, write)
 
 
 def default_cache_root() -> Path:
@@ -246,18 +250,6 @@ def umap_embedding(x: np.ndarray, seed: int = 0, report: Report = _quiet) -> np.
         return np.asarray(reducer.fit_transform(np.asarray(x, dtype=np.float32)), dtype=np.float64)
 
 
-def pca_embedding(reference: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """2-D PCA coordinates of x in the axes of reference; also the explained variance ratios."""
-    mean = reference.mean(0)
-    _, s, vt = np.linalg.svd(reference - mean, full_matrices=False)
-    axes = vt[:2]
-    if len(axes) < 2:  # a single reference vector: pad with a zero axis
-        axes = np.concatenate([axes, np.zeros((2 - len(axes), reference.shape[1]))])
-    var = s ** 2
-    ratio = var[:2] / var.sum() if var.sum() > 0 else np.zeros(2)
-    return (x - mean) @ axes.T, np.pad(ratio, (0, 2 - len(ratio)))
-
-
 # ----------------------------------------------------------------------------- the state
 class ExplorerState:
     """Caches over one GenReID model set (and optionally a dataset in the Market-1501 layout)."""
@@ -266,7 +258,7 @@ class ExplorerState:
                  num_prior: int = 64, generated_identities: int = 8, generated_per_identity: int = 4,
                  projection_gallery_limit: int = 1000, cache_dir: str | os.PathLike | None | bool = True,
                  background: bool = True, gallery: str | os.PathLike | None = "auto",
-                 remote: Callable[..., object] | None = None):
+                 remote: Callable[..., object] | None = None, set_portraits: bool = True):
         self.model = model
         # ZeroGPU (explorer.zerogpu): remote(method, *args) runs a request's call on a lent GPU.
         self.remote = remote
@@ -288,7 +280,9 @@ class ExplorerState:
         self.generated_per_identity = generated_per_identity
         self.projection_gallery_limit = projection_gallery_limit
 
-        # Identity space: all pairwise distances between training identities, computed once.
+        # Identity space: spreads and principal directions of the training identities, and all
+        # their pairwise distances, computed once.
+        self.space = IdentitySpace(self.table)
         self.distances = euclidean_distances(self.table, self.table)
         self._pair_statistics()
 
@@ -302,16 +296,14 @@ class ExplorerState:
         # The dataset (optional).
         self.data = Path(data) if data else None
         self.splits: dict[str, str] = {}
-        self.train_records: dict[int, object] = {}  # pid -> first training record (real portraits)
         if self.data is not None:
             self.splits = dataset_splits(self.data, required=("query", "gallery"))
-            if "train" in self.splits:
-                records = {}
-                for r in list_records(self.splits["train"]):
-                    records.setdefault(r.pid, r)
-                # Real portraits only if the data's training persons are the model's.
-                if set(records) == set(self.pids.tolist()):
-                    self.train_records = records
+        # The set's own measure of how far its pictures follow their person (if it has one).
+        self.diagnosis = load_diagnosis(self.folder)
+        # Real pictures of the training persons: --data's training split, else the split the
+        # set was trained on (if it is still on disk); each only if it holds the set's persons.
+        self.real = RealPortraits(self.pids, self.size, train_folder=self.splits.get("train"),
+                                  set_folder=self.folder if set_portraits and self.data is None else None)
 
         self._portraits: dict[str, np.ndarray] = {}
         self._thumbs: dict[str, str] = {}
@@ -387,7 +379,16 @@ class ExplorerState:
 
     @property
     def real_portraits(self) -> bool:
-        return bool(self.train_records)
+        return bool(self.real)
+
+    def real_picture(self, key: str) -> np.ndarray | None:
+        """The real picture behind a canonical key: a training person's crop, or the gallery
+        picture itself; None for prior samples and typed vectors."""
+        if key.startswith("pid "):
+            return self.real.picture(int(key[4:]))
+        if key.startswith("gallery ") and self.real_gallery:
+            return self.portrait_ready(key)
+        return None
 
     @property
     def identity_keys(self) -> list[str]:
@@ -431,12 +432,7 @@ class ExplorerState:
 
     def nearest_training(self, vector: np.ndarray, k: int, exclude: int | None = None):
         """(rows, distances) of the k training identities nearest to vector."""
-        d = euclidean_distances(np.asarray(vector, np.float64)[None], self.table)[0]
-        if exclude is not None:
-            d[exclude] = np.inf
-        order = np.argsort(d, kind="stable")[:k]
-        order = order[np.isfinite(d[order])]
-        return order, d[order]
+        return self.space.nearest(vector, k, exclude)
 
     def _pair_statistics(self) -> None:
         n = len(self.table)
@@ -473,13 +469,10 @@ class ExplorerState:
     # ----------------------------------------------------------------- portraits
     def portrait_ready(self, key: str) -> np.ndarray | None:
         """The portrait of a canonical key if it costs no generation, else None."""
+        if key.startswith("pid ") and self.real_portraits:
+            return self.real.picture(int(key[4:]))
         if key in self._portraits:
             return self._portraits[key]
-        if key.startswith("pid ") and self.train_records:
-            record = self.train_records[int(key[4:])]
-            img = load_image(record.path, self.size)
-            self._portraits[key] = img
-            return img
         if key.startswith("gallery ") and self.pictures_task.done and not self.pictures_task.error:
             return self.pictures_task.value[1].images[int(key[8:])]
         return None
@@ -714,8 +707,8 @@ class ExplorerState:
         keys = list(self.train_keys) + list(self.prior_keys)
         sources = [SOURCE_TRAIN] * len(self.train_keys) + [SOURCE_PRIOR] * len(self.prior_keys)
         vectors = [self.table, self.prior]
-        if self.train_records:
-            cameras = [f"camera {self.train_records[int(p)].camid}" for p in self.pids]
+        if self.real_portraits:
+            cameras = [f"camera {self.real.camera(p)}" for p in self.pids]
         else:
             cameras = ["unknown"] * len(self.train_keys)
         cameras += ["unknown"] * len(self.prior_keys)
@@ -745,7 +738,8 @@ class ExplorerState:
             raise NotReady(f"the {method.upper()} projection of these points is not computed yet: "
                            "press Show")
         if method == "pca":
-            coords, ratio = pca_embedding(self.table, points.vectors)
+            coords = self.space.coordinates(points.vectors, 2)
+            ratio = np.pad(self.space.explained[:2], (0, 2))
             note = (f"PCA of the training identities: the two axes explain {ratio[0]:.0%} and "
                     f"{ratio[1]:.0%} of their variance")
         elif method == "umap":
@@ -794,19 +788,17 @@ class ExplorerState:
                 + [f"z{i}" for i in range(self.dim)])
 
     # ----------------------------------------------------------------- sweep ranking
-    def sweep_ranking(self, vector: np.ndarray, noise_seed: int, low: float, high: float,
-                      relative: bool, report: Report | None = None,
-                      preview: bool = False) -> np.ndarray:
-        """Mean |pixel change| in [0, 1] between the two ends of the range, for every coordinate
-        (2 * D pictures; memoised)."""
-        key = (np.asarray(vector, np.float32).tobytes(), int(noise_seed), float(low), float(high),
-               bool(relative), bool(preview))
+    def sweep_ranking(self, vector: np.ndarray, noise_seed: int, lows: np.ndarray, highs: np.ndarray,
+                      report: Report | None = None, preview: bool = False) -> np.ndarray:
+        """Mean |pixel change| in [0, 1] between coordinate c set to lows[c] and to highs[c], for
+        every coordinate (2 * D pictures; memoised)."""
+        v = np.asarray(vector, np.float32)
+        lows, highs = np.asarray(lows, np.float32), np.asarray(highs, np.float32)
+        key = (v.tobytes(), int(noise_seed), lows.tobytes(), highs.tobytes(), bool(preview))
         if key not in self._sweep_ranks:
-            v = np.asarray(vector, np.float32)
             ends = np.repeat(v[None], 2 * self.dim, 0)
             for c in range(self.dim):
-                for e, value in enumerate((low, high)):
-                    ends[2 * c + e, c] = (v[c] if relative else 0.0) + value
+                ends[2 * c, c], ends[2 * c + 1, c] = lows[c], highs[c]
             images = self.generate(ends, np.repeat(self.noise(1, noise_seed), len(ends), 0), report,
                                    "ranking every coordinate", preview).astype(np.float32)
             change = np.abs(images[0::2] - images[1::2]).mean((1, 2, 3)) / 255.0

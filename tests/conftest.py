@@ -144,7 +144,7 @@ def bare(explorer_model_set):
 
     return load_state(explorer_model_set.full, None, "cpu", cache_dir=explorer_model_set.cache,
                       background=False, num_prior=12, generated_identities=3,
-                      generated_per_identity=2)
+                      generated_per_identity=2, set_portraits=False)
 
 
 @contextlib.contextmanager

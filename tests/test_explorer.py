@@ -26,7 +26,7 @@ from explorer.state import ExplorerState, load_state
 torch.set_num_threads(1)  # tiny networks on a shared CPU: a second thread only spins
 pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # its own pandas use
 ROOT = Path(__file__).resolve().parent.parent
-ENDPOINTS = ("generate", "sweep", "neighbors", "projection", "retrieve", "decompose")
+ENDPOINTS = ("generate", "sweep", "directions", "neighbors", "projection", "retrieve", "decompose")
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -130,7 +130,8 @@ def test_generate_defaults_and_errors(bare):
 
 # ----------------------------------------------------------------------------- 2. sweep
 def test_sweep_rows_are_coordinates_and_ranking(bare):
-    picture, table, info, files = h.sweep(bare, "pid 5", [3, "z1"], -0.3, 0.3, 4, 0)
+    picture, table, info, files = h.sweep(bare, "pid 5", [3, "z1"], -0.3, 0.3, 4, 0,
+                                          units=h.SWEEP_ABSOLUTE)
     assert list(table["coordinate"]) in (["z3", "z1"], ["z1", "z3"]) and len(table) == 2
     changes = list(table["change end to end"])
     assert changes == sorted(changes, reverse=True)
@@ -140,20 +141,83 @@ def test_sweep_rows_are_coordinates_and_ranking(bare):
     np.testing.assert_allclose(vectors[4:, 1], [-0.3, -0.1, 0.1, 0.3], atol=1e-6)
     untouched = np.delete(vectors[:4], 3, axis=1)
     np.testing.assert_array_equal(untouched, np.repeat(np.delete(bare.table[1], 3)[None], 4, 0))
-    _, table_all, _, _ = h.sweep(bare, "pid 5", [3], rank_all=True, steps=3)
+    _, table_all, _, _ = h.sweep(bare, "pid 5", [3], rank_all=True, steps=3, units="absolute")
     assert len(table_all) == bare.dim and list(table_all["rank"]) == list(range(1, bare.dim + 1))
-    _, _, _, files = h.sweep(bare, "pid 5", [0], -0.1, 0.1, 3, relative=True)
+    _, _, _, files = h.sweep(bare, "pid 5", [0], -0.1, 0.1, 3, relative=True, units="absolute")
     rel = np.load(files_by_name(files)["vectors.npy"])
     np.testing.assert_allclose(rel[:, 0], bare.table[1, 0] + np.array([-0.1, 0, 0.1]), atol=1e-6)
 
 
-def test_sweep_default_and_errors(bare):
+def test_sweep_default_range_comes_from_the_training_identities(bare):
     picture, table, info, files = h.sweep(bare)
-    assert len(table) == len(h.SWEEP_COORDINATES) and "-0.30 to +0.30 in 7 steps" in info
+    assert len(table) == len(h.SWEEP_COORDINATES) and "-3 to +3 standard deviations" in info
+    c = h.SWEEP_COORDINATES[0]
+    mean, sd = bare.table[:, c].mean(), bare.table[:, c].std()
+    vectors = np.load(files_by_name(files)["vectors.npy"])
+    np.testing.assert_allclose(vectors[:, c], mean + sd * np.linspace(-3, 3, 7), rtol=1e-5, atol=1e-7)
+    assert f"sd {sd:.3f}" in info  # the derived range is shown
+    assert table["from"][0] == pytest.approx(mean - 3 * sd, rel=1e-3)
+    assert table["to"][0] == pytest.approx(mean + 3 * sd, rel=1e-3)
+    # Around the identity's own value, in standard deviations.
+    _, _, _, files = h.sweep(bare, "pid 5", [2], -1, 1, 3, relative=True)
+    rel = np.load(files_by_name(files)["vectors.npy"])
+    np.testing.assert_allclose(rel[:, 2], bare.table[1, 2] + bare.table[:, 2].std() * np.array([-1, 0, 1]),
+                               rtol=1e-5, atol=1e-7)
+    # Ranking every coordinate: each over its own derived range.
+    _, ranked, _, _ = h.sweep(bare, "pid 5", [0], steps=2, rank_all=True)
+    by = ranked.set_index("coordinate")
+    for k in range(bare.dim):
+        lo, hi = by.loc[f"z{k}", "from"], by.loc[f"z{k}", "to"]
+        sd_k = bare.table[:, k].std()
+        assert lo == pytest.approx(bare.table[:, k].mean() - 3 * sd_k, rel=1e-3, abs=1e-6)
+        assert hi == pytest.approx(bare.table[:, k].mean() + 3 * sd_k, rel=1e-3, abs=1e-6)
+    with pytest.raises(gr.Error, match="standard deviations"):
+        h.sweep(bare, units="furlongs")
+
+
+def test_sweep_default_and_errors(bare):
+    picture, table, info, files = h.sweep(bare, units=h.SWEEP_ABSOLUTE, low=-0.3, high=0.3)
+    assert len(table) == len(h.SWEEP_COORDINATES) and "-0.30 to +0.30 (absolute values" in info
     with pytest.raises(gr.Error, match="coordinates are 0"):
         h.sweep(bare, coordinates=[bare.dim])
     with pytest.raises(gr.Error, match="range is empty"):
         h.sweep(bare, low=0.2, high=0.2)
+
+
+# ----------------------------------------------------------------------------- directions
+def test_directions_walk_the_principal_directions(bare):
+    picture, table, info, files = h.directions(bare)  # the default view
+    space = bare.space
+    assert list(table["direction"]) == [f"PC{k + 1}" for k in range(space.num_directions)]
+    # The shares are of the training identities' variance, and the variances add up to it.
+    np.testing.assert_allclose(table["share of variance"].sum(), 1.0, atol=1e-3)
+    np.testing.assert_allclose(space.variances.sum(), bare.table.var(0).sum(), rtol=1e-5)
+    f = files_by_name(files)
+    assert {"directions.png", "directions.csv", "all-directions.npy", "vectors.npy",
+            "direction-PC1.npy", "direction-PC2.npy"} <= set(f)
+    pc1 = np.load(f["direction-PC1.npy"])
+    np.testing.assert_allclose(np.linalg.norm(pc1), 1.0, rtol=1e-5)
+    vectors = np.load(f["vectors.npy"]).reshape(2, 5, bare.dim)  # default: PC1, PC2 x 5 steps
+    sd1 = np.sqrt(space.variances[0])
+    np.testing.assert_allclose(vectors[0] - bare.table[0], np.linspace(-3, 3, 5)[:, None] * sd1 * pc1[None],
+                               atol=1e-6)
+    assert f"{space.explained[0]:.1%}" in info
+
+
+def test_walking_zero_standard_deviations_draws_the_identity_itself(bare):
+    _, _, _, files = h.directions(bare, "pid 5", "2", -1, 1, 3, 4, False)
+    walked = np.load(files_by_name(files)["vectors.npy"])
+    np.testing.assert_array_equal(walked[1], bare.table[1])
+    picture, _, _, _ = h.directions(bare, "pid 5", "2", -1, 1, 3, 4, False)
+    same = bare.generate(bare.table[1:2], bare.noise(1, 4), preview=False)[0]
+    three = bare.generate(walked, np.repeat(bare.noise(1, 4), 3, 0), preview=False)
+    np.testing.assert_array_equal(three[1], same)
+    with pytest.raises(gr.Error, match="numbered 1.."):
+        h.directions(bare, directions="0")
+    with pytest.raises(gr.Error, match="numbered 1.."):
+        h.directions(bare, directions=[bare.space.num_directions + 1])
+    with pytest.raises(gr.Error, match="range is empty"):
+        h.directions(bare, low=1, high=1)
 
 
 # ----------------------------------------------------------------------------- 3. neighbours
@@ -187,6 +251,56 @@ def test_real_portraits_with_data(with_data):
     np.testing.assert_array_equal(portrait, np.asarray(Image.open(first).convert("RGB")))
 
 
+def test_generated_rows_start_with_the_real_person(with_data, bare):
+    picture, info, files = h.generate(with_data, ["pid 2", "prior 0"], 0, 2)
+    plain, plain_info, plain_files = h.generate(bare, ["pid 2", "prior 0"], 0, 2)
+    assert picture.shape[1] > plain.shape[1]  # one more column: the real pictures
+    assert "real" in info and "No real pictures" in plain_info
+    f = files_by_name(files)
+    assert "real-pid-2.png" in f and not any("prior" in n for n in f if n.startswith("real"))
+    np.testing.assert_array_equal(np.asarray(Image.open(f["real-pid-2.png"])),
+                                  with_data.real.picture(2))
+    assert not any(n.startswith("real") for n in files_by_name(plain_files))
+    # The sweep shows the real person too; a prior sample has none.
+    _, _, sweep_info, sweep_files = h.sweep(with_data, "pid 2", [0], steps=2)
+    assert "real-pid-2.png" in files_by_name(sweep_files) and "real" in sweep_info
+    _, _, _, prior_files = h.sweep(with_data, "prior 0", [0], steps=2)
+    assert not any(n.startswith("real") for n in files_by_name(prior_files))
+
+
+def test_real_portraits_come_from_the_sets_training_split(explorer_model_set, tmp_path):
+    state = load_state(explorer_model_set.full, None, "cpu", cache_dir=False, background=False,
+                       num_prior=2)
+    assert state.real_portraits and "bounding_box_train" in state.real.where
+    first = sorted((explorer_model_set.market / "bounding_box_train").glob("0002_*.jpg"))[0]
+    np.testing.assert_array_equal(state.real_picture("pid 2"), np.asarray(Image.open(first).convert("RGB")))
+    assert state.real_picture("prior 0") is None
+    # A split that is gone, or that holds other persons, gives none (and no error).
+    from explorer.real_pictures import RealPortraits
+    fake = tmp_path / "set"
+    fake.mkdir()
+    (fake / "identities.json").write_text('{"pids": [1, 2], "source": "gone/train.npz"}')
+    assert not RealPortraits([1, 2], (64, 32), set_folder=fake)
+    (fake / "identities.json").write_text(
+        '{"pids": [1, 2], "source": "%s"}' % (explorer_model_set.market / "bounding_box_train"))
+    assert not RealPortraits([1, 2], (64, 32), set_folder=fake)
+
+
+def test_generation_says_how_far_the_generator_follows_identity(bare, monkeypatch):
+    _, info, _ = h.generate(bare)
+    assert "has not been measured" in info and "genreid diagnose" in info
+    g = bare.model.config.generator.guidance
+    measured = {"recognisability": {"real": {"mAP": 0.9, "rank1": 0.95, "frechet": 1.0},
+                                    f"generated_guidance_{g:g}": {"mAP": 0.05, "rank1": 0.04,
+                                                                  "frechet": 14.0}}}
+    monkeypatch.setattr(bare, "diagnosis", measured)
+    _, info, _ = h.generate(bare)
+    assert "follows identity only weakly" in info and "mAP 0.05" in info and "0.90" in info
+    measured["recognisability"][f"generated_guidance_{g:g}"]["mAP"] = 0.6
+    _, info, _ = h.generate(bare)
+    assert "draws recognisable people" in info and "mAP 0.60" in info
+
+
 # ----------------------------------------------------------------------------- 4. projection
 def test_projection_is_cached_and_clicks_select(bare):
     fig, picture, info, files = h.projection(bare)
@@ -204,9 +318,10 @@ def test_projection_is_cached_and_clicks_select(bare):
     far = gr.SelectData(None, {"index": [-500, -500], "value": None})
     assert not isinstance(h.select_on_map(bare, "PCA", "source", far), str)
     # Selecting an identity makes it the current one in the other panels.
-    portrait, info, picture, sweep_id, nb_id, ip_id, gen_ids = h.select_identity(
+    portrait, info, picture, sweep_id, dir_id, nb_id, ip_id, gen_ids = h.select_identity(
         bare, "prior 2", ["pid 2", "prior 2", "pid 5"])
-    assert sweep_id == nb_id == ip_id == "prior 2" and gen_ids == ["prior 2", "pid 2", "pid 5"]
+    assert sweep_id == dir_id == nb_id == ip_id == "prior 2"
+    assert gen_ids == ["prior 2", "pid 2", "pid 5"]
     assert portrait.shape == (64 * 4, 32 * 4, 3)
     with pytest.raises(gr.Error):
         h.projection(bare, "tSNE")
@@ -452,7 +567,7 @@ def _zero_gpu_requests(explorer_model_set, zero_gpu, bare):
     import os
     state = load_state(explorer_model_set.full, None, "auto", cache_dir=explorer_model_set.cache,
                        background=False, num_prior=12, generated_identities=3,
-                       generated_per_identity=2)
+                       generated_per_identity=2, set_portraits=False)  # as `bare`
     assert state.remote is not None and state.model.device.type == "cpu"
     picture, _, _ = h.generate(state, progress=None)
     assert [name for name, _ in zero_gpu.calls] == ["_call", "_call"]  # prior sample, grid
