@@ -7,7 +7,7 @@
     grid = model.generate_grid(ids, model.noise(5, seed=0))  # uint8 (3, 5, 64, 32, 3)
     vectors = model.encode(pictures)                       # (N, 32) identity of any pictures
     parts = model.decompose(pictures)                      # identity, noise, reconstruction, error
-    gallery = model.index_gallery(gallery_pictures, pids)  # core.index.GalleryIndex
+    gallery = model.index_gallery(gallery_pictures, pids)  # core.gallery_index.GalleryIndex
     distances, rows = model.retrieve(pictures, gallery, k=5)
 
 Pictures are PIL images or uint8 arrays (H, W, 3) of any size (resized to the model's), or
@@ -26,8 +26,8 @@ from . import checkpoint as ckpt
 from .config import DEFAULT_CHECKPOINT, ModelSetConfig
 from .data import prepare_image
 from .device import autocast, pick_device, resolve_precision
+from .gallery_index import GalleryIndex
 from .images import Normalizer
-from .index import GalleryIndex
 from .parts import load_networks
 from .pipeline import generate, sample_prior
 
@@ -237,7 +237,7 @@ class GenReID:
 
     def index_gallery(self, pictures, pids=None, camids=None, names=None, kind: str = "auto",
                       flip: bool | None = None) -> GalleryIndex:
-        """A searchable gallery of pictures' identities (`core.index`: exact up to 100,000
+        """A searchable gallery of pictures' identities (`core.gallery_index`: exact up to 100,000
         pictures, FAISS HNSW beyond, or the kind named), compared by the set's metric
         (`img2id.metric`). Labels are optional."""
         return self.index_vectors(self.encode(pictures, flip=flip), pids, camids, names, kind)

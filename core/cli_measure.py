@@ -102,7 +102,7 @@ def run_gallery_bench(args, log) -> None:
 
     from .api import GenReID
     from .bench import machine_description
-    from .gallery_bench import format_gallery, gallery_benchmark, random_identities
+    from .index_bench import format_gallery, gallery_benchmark, random_identities
 
     try:
         sizes = [int(v) for v in args.gallery_sizes.replace("_", "").split(",")]

@@ -68,7 +68,7 @@ def run_eval(args) -> None:
 
 def run_index(args) -> None:
     from .api import GenReID
-    from .gallery import build_gallery_index
+    from .saved_gallery import build_gallery_index
 
     ctx, device = distributed.setup(args.device)  # under torchrun each rank encodes a share
     model = GenReID.load(args.checkpoint, device=str(device), batch_size=args.batch_size,

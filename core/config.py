@@ -75,7 +75,7 @@ class PriorConfig:
     noise_embedding_dim: int = 32
 
 
-METRICS = ("euclidean", "cosine")  # retrieval distances (core.index)
+METRICS = ("euclidean", "cosine")  # retrieval distances (core.gallery_index)
 STORAGES = ("float16", "int8")  # how a part's weights are stored (core.checkpoint)
 PARTS = ("generator", "preview", "prior", "img2id", "img2noise")
 

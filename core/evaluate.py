@@ -11,7 +11,7 @@ from . import distributed
 from . import rerank as reranking
 from .api import GenReID
 from .data import dataset_splits, load_split
-from .index import GalleryIndex, scaled
+from .gallery_index import GalleryIndex, scaled
 from .metrics import ranking_summary, retrieval_summary
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from scipy import linalg
 
 from .files import atomic_write
-from .index import scaled
+from .gallery_index import scaled
 from .metrics import average_precision, euclidean_distances
 
 

@@ -23,8 +23,8 @@ from .batches import TrainingImages
 from .data import load_split
 from .device import autocast
 from .export_config import export_config
+from .gallery_index import scaled
 from .images import Normalizer
-from .index import scaled
 from .metrics import euclidean_distances, retrieval_summary
 from .models import Generator, IdentityPrior, Img2ID, Img2Noise
 from .pipeline import generate, guided, sample_prior

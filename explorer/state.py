@@ -32,11 +32,11 @@ import numpy as np
 from core.api import GenReID
 from core.data import DataError, dataset_splits, load_image, load_split, parse_name
 from core.files import atomic_write
-from core.gallery import load_gallery_index, picture_path
+from core.gallery_index import GalleryIndex
 from core.identity_space import IdentitySpace
-from core.index import GalleryIndex
 from core.metrics import euclidean_distances
 from core.recognisability import load_diagnosis
+from core.saved_gallery import load_gallery_index, picture_path
 
 from . import zerogpu
 from .real_pictures import RealPortraits

@@ -249,7 +249,7 @@ def test_torchrun_trains_the_networks_on_a_set(tiny, generator_set, tmp_path):
 
 @pytest.mark.slow  # real processes under torchrun
 def test_gallery_index_encoded_by_two_processes_is_the_single_process_one(tiny, generator_set, tmp_path):
-    from core.index import GalleryIndex
+    from core.gallery_index import GalleryIndex
 
     root, market = tiny
     assert cli.main(["train", "img2id", "--checkpoint", str(generator_set), "--steps", "1",

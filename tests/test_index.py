@@ -9,9 +9,9 @@ import pytest
 
 from core import cli
 from core.api import GenReID
-from core.gallery import load_gallery_index
-from core.index import GalleryIndex, GalleryIndexError, pick_kind, recall_at
+from core.gallery_index import GalleryIndex, GalleryIndexError, pick_kind, recall_at
 from core.metrics import ranking_summary, retrieval_summary
+from core.saved_gallery import load_gallery_index
 
 
 def gaussian(n: int, seed: int = 0, dim: int = 32) -> np.ndarray:

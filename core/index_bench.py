@@ -3,7 +3,7 @@
 For each size: build the index the size calls for (or the kind asked), then answer single
 queries one at a time, as the explorer and an API user do, and report build time, memory,
 query latency p50/p95 and recall@10 against exact search on the same queries. Queries are
-`core.index.perturbed_queries`, with another seed than the index's own recall estimate.
+`core.gallery_index.perturbed_queries`, with another seed than the index's own recall estimate.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .index import GalleryIndex, perturbed_queries, recall_at
+from .gallery_index import GalleryIndex, perturbed_queries, recall_at
 
 
 def rss_mb() -> float | None:

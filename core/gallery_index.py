@@ -37,6 +37,8 @@ from .metrics import euclidean_distances
 
 KINDS = ("auto", "exact", "flat", "hnsw")
 EXACT_LIMIT = 100_000  # exact NumPy search answers a query in a few ms up to here (2 cores)
+# The saved folders' format name, from this module's old name (core/index.py); unchanged so that
+# indexes saved before the rename still load.
 FORMAT = "core.index/1"
 
 

@@ -21,7 +21,7 @@ from . import checkpoint as ckpt
 from . import distributed
 from .api import GenReID
 from .data import dataset_splits, list_records, load_image
-from .index import GalleryIndex
+from .gallery_index import GalleryIndex
 
 CHUNK = 2048  # pictures decoded at a time (12 MB at 64x32)
 
