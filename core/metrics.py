@@ -17,6 +17,8 @@ __all__ = [
     "evaluate_rank",
     "evaluate_ranking",
     "euclidean_distances",
+    "query_average_precision",
+    "query_matches",
     "ranking_summary",
     "truncated_average_precision",
     "retrieval_summary",
@@ -54,6 +56,48 @@ def truncated_average_precision(ranked_matches: np.ndarray, relevant: int) -> fl
     found, divided by all `relevant` true matches (those never ranked count as 0)."""
     matches = np.asarray(ranked_matches).astype(bool).ravel()
     return average_precision(matches) * int(matches.sum()) / relevant if relevant else 0.0
+
+
+def query_matches(
+    ranked: np.ndarray,
+    q_pid: int,
+    q_camid: int | None,
+    g_pids: np.ndarray,
+    g_camids: np.ndarray,
+    remove_same_camera: bool = True,
+) -> tuple[np.ndarray, int]:
+    """One query under the retrieval protocol: (its match vector in rank order, how many true
+    matches the whole gallery holds for it). The protocol, in one place: with
+    ``remove_same_camera`` (the standard one) the gallery pictures of the query's person taken
+    by the query's camera are left out of both; otherwise (the paper's) nothing is.
+
+    ranked: gallery indices nearest first, the whole gallery or its top K (true matches
+    beyond rank K then count as never found). q_camid is only read when left-out pictures
+    are removed.
+    """
+    g_pids, g_camids = np.asarray(g_pids), np.asarray(g_camids)
+    ranked = np.asarray(ranked)
+    ranked_pids = g_pids[ranked]
+    person = g_pids == q_pid
+    if remove_same_camera:
+        person &= g_camids != q_camid
+        ranked_pids = ranked_pids[~((ranked_pids == q_pid) & (g_camids[ranked] == q_camid))]
+    return ranked_pids == q_pid, int(person.sum())
+
+
+def query_average_precision(
+    ranked: np.ndarray,
+    q_pid: int,
+    q_camid: int | None,
+    g_pids: np.ndarray,
+    g_camids: np.ndarray,
+    remove_same_camera: bool = True,
+) -> float | None:
+    """AP of one query from its ranked gallery indices (see `query_matches`), as
+    `evaluate_ranking` counts it into mAP; None when the query has no true match left in the
+    gallery (such a query is skipped there)."""
+    matches, relevant = query_matches(ranked, q_pid, q_camid, g_pids, g_camids, remove_same_camera)
+    return truncated_average_precision(matches, relevant) if relevant else None
 
 
 def evaluate_rank(
@@ -116,26 +160,13 @@ def evaluate_ranking(
     if order.ndim != 2 or num_q != len(q_pids) or order.shape[1] > num_g:
         raise ValueError(f"ranking of shape {order.shape} does not fit {len(q_pids)} queries "
                          f"and {num_g} gallery items")
-    # How many true matches each query has in the whole (filtered) gallery.
-    pid_count: dict[int, int] = {}
-    pid_cam_count: dict[tuple[int, int], int] = {}
-    for p, c in zip(g_pids.tolist(), g_camids.tolist()):
-        pid_count[p] = pid_count.get(p, 0) + 1
-        pid_cam_count[(p, c)] = pid_cam_count.get((p, c), 0) + 1
-
     all_cmc: list[np.ndarray] = []
     all_ap: list[float] = []
     for i in range(num_q):
-        q, c = int(q_pids[i]), int(q_camids[i])
-        relevant = pid_count.get(q, 0) - (pid_cam_count.get((q, c), 0) if remove_same_camera else 0)
+        matches, relevant = query_matches(order[i], int(q_pids[i]), int(q_camids[i]), g_pids,
+                                          g_camids, remove_same_camera)
         if relevant == 0:
             continue  # query identity absent from the (filtered) gallery
-        idx = order[i]
-        ranked_pids = g_pids[idx]
-        if remove_same_camera:
-            junk = (ranked_pids == q) & (g_camids[idx] == c)
-            ranked_pids = ranked_pids[~junk]
-        matches = ranked_pids == q
         cmc = np.minimum(np.cumsum(matches), 1)[:max_rank].astype(np.float64)
         if cmc.size < max_rank:
             cmc = np.pad(cmc, (0, max_rank - cmc.size), mode="edge") if cmc.size else \

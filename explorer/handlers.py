@@ -26,7 +26,7 @@ import pandas as pd
 from core.api import GenReID
 from core.checkpoint import CheckpointError
 from core.data import DataError
-from core.metrics import truncated_average_precision as ap
+from core.metrics import query_average_precision
 from core.recognisability import recognisability_at
 
 from . import figures, render
@@ -692,25 +692,23 @@ def retrieve(state: ExplorerState, upload: str | None = None, query: int = 0,
     ranked, order = index.search(q, None if index.exact else max(k, RANKED_APPROX))
     ranked, order = ranked[0], order[0]  # ranked[r]: the distance of the r-th match, order[r]
     known = label is not None
-    ranked_labels = gallery.labels[order]
     lines = []
     if known:
-        matches = ranked_labels == label
-        # AP divides by every true match in the gallery, ranked or not (core.metrics).
-        relevant = int((gallery.labels == label).sum())
-        if not relevant:
+        # The protocol and AP of `genreid eval` (core.metrics): AP divides by every true match
+        # in the gallery, ranked or not.
+        paper = query_average_precision(order, label, camid, gallery.labels, gallery.camids,
+                                        remove_same_camera=False)
+        if paper is None:
             lines.append("No picture of this person in the gallery: average precision undefined.")
         elif camid is not None and not gallery.generated:
-            same_camera = (gallery.labels == label) & (gallery.camids == camid)
-            keep = ~(matches & (gallery.camids[order] == camid))
-            other = relevant - int(same_camera.sum())
-            standard = (f"**Average precision {ap(matches[keep], other):.3f}**" if other else
-                        "**Average precision undefined** (no picture of this person by another camera)")
-            lines.append(f"{standard} (standard protocol: pictures of the query's person by the "
-                         f"query's camera left out); {ap(matches, relevant):.3f} with nothing "
-                         "left out (the paper's way).")
+            standard = query_average_precision(order, label, camid, gallery.labels, gallery.camids)
+            text = (f"**Average precision {standard:.3f}**" if standard is not None else
+                    "**Average precision undefined** (no picture of this person by another camera)")
+            lines.append(f"{text} (standard protocol: pictures of the query's person by the "
+                         f"query's camera left out); {paper:.3f} with nothing left out (the "
+                         "paper's way).")
         else:
-            lines.append(f"**Average precision {ap(matches, relevant):.3f}**.")
+            lines.append(f"**Average precision {paper:.3f}**.")
         if not index.exact:
             lines.append(f"(Approximate {index.kind} index, recall@10 {index.recall_at_10:.3f}; "
                          f"matches beyond its top {len(order)} count as not found.)")

@@ -17,7 +17,7 @@ import torch
 from conftest import TRAIN_PIDS, running_explorer
 from PIL import Image
 
-from core.metrics import euclidean_distances
+from core.metrics import euclidean_distances, query_average_precision
 from explorer import handlers as h
 from explorer import render
 from explorer import state as state_module
@@ -403,6 +403,36 @@ def test_retrieve_with_data_reports_average_precision(with_data, tmp_path):
         h.retrieve(with_data, str(broken))
     with pytest.raises(gr.Error, match="query picture index"):
         h.retrieve(with_data, None, 99)
+
+
+def test_retrieval_average_precision_is_the_one_genreid_eval_averages(with_data, tmp_path):
+    """The AP the retrieval panel shows for a query is core.metrics' for that query's ranking,
+    and the one `genreid eval` averages into its mAP (same protocol, same features)."""
+    from core.evaluate import evaluate
+
+    model = with_data.model
+    features = tmp_path / "features.npz"
+    result = evaluate(model, str(with_data.data), batch_size=model.batch_size,
+                      features_out=str(features))
+    z = np.load(features)
+    order = np.argsort(euclidean_distances(z["query_features"], z["gallery_features"]), axis=1,
+                       kind="stable")
+    query, gallery = with_data.pictures()
+    for protocol, remove in (("standard", True), ("paper", False)):
+        aps = [query_average_precision(order[i], z["query_pids"][i], z["query_camids"][i],
+                                       z["gallery_pids"], z["gallery_camids"], remove)
+               for i in range(len(order))]
+        assert np.mean([a for a in aps if a is not None]) == result[protocol]["mAP"]
+        for i, expected in enumerate(aps):
+            _, table, info, _ = h.retrieve(with_data, None, i, len(gallery))  # the whole ranking
+            ranked = table["gallery index"].to_numpy()
+            np.testing.assert_array_equal(ranked, order[i])  # the ranking `genreid eval` made
+            shown_ap = query_average_precision(ranked, query.labels[i], query.camids[i],
+                                               gallery.labels, gallery.camids, remove)
+            assert shown_ap == expected
+            text = f"{expected:.3f}" if expected is not None else "undefined"
+            assert (f"**Average precision {text}**" if remove else
+                    f"; {text} with nothing left out") in info
 
 
 # ----------------------------------------------------------------------------- 6. decomposition

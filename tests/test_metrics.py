@@ -7,6 +7,9 @@ from core.metrics import (
     average_precision,
     euclidean_distances,
     evaluate_rank,
+    evaluate_ranking,
+    query_average_precision,
+    query_matches,
     ranking_summary,
     retrieval_summary,
 )
@@ -55,6 +58,26 @@ def test_standard_vs_paper_protocol():
     np.testing.assert_allclose(cmc_p, [0.5, 0.5, 0.5, 1, 1])
     assert map_p == pytest.approx((AP_Q0_PAPER + 0.25) / 2)
     assert map_p != pytest.approx(map_s)
+
+
+def test_one_query_under_the_protocol_is_what_evaluation_averages():
+    """query_average_precision (what the explorer shows for one query) is the AP that
+    evaluate_ranking averages into mAP, under both protocols, on whole and top-K rankings."""
+    order = np.argsort(CAM_DIST, axis=1, kind="stable")
+    q0 = (order[0], CAM_QP[0], CAM_QC[0], CAM_GP, CAM_GC)
+    assert query_average_precision(*q0) == pytest.approx(0.5)  # g0 (same camera) left out
+    assert query_average_precision(*q0, remove_same_camera=False) == pytest.approx(AP_Q0_PAPER)
+    matches, relevant = query_matches(*q0)
+    assert matches.tolist() == [False, True, False, True] and relevant == 2
+    assert query_average_precision(order[1], 9, 0, CAM_GP, CAM_GC) is None  # no such person
+    assert query_average_precision(order[0], 1, 0, CAM_GP, np.zeros(5)) is None  # all same camera
+    for remove in (True, False):
+        for k in (5, 3, 1):
+            top = order[:, :k]
+            aps = [query_average_precision(top[i], CAM_QP[i], CAM_QC[i], CAM_GP, CAM_GC, remove)
+                   for i in range(2)]
+            _, mAP, n = evaluate_ranking(top, CAM_QP, CAM_GP, CAM_QC, CAM_GC, 1, remove)
+            assert n == 2 and np.mean(aps) == mAP
 
 
 def test_query_without_valid_match_is_skipped():
