@@ -39,6 +39,7 @@ class IdentitySpace:
         self.directions = vt * np.where(flip == 0, 1.0, flip)[:, None]
         self.variances = s ** 2 / len(table)
         self.total_variance = float((self.std ** 2).sum())
+        self._pairwise: np.ndarray | None = None
 
     # ------------------------------------------------------------------ description
     @property
@@ -101,12 +102,40 @@ class IdentitySpace:
         order = order[np.isfinite(d[order])]
         return order, d[order]
 
+    def pairwise_distances(self) -> np.ndarray:
+        """(persons, persons): every distance between two training persons, computed once."""
+        if self._pairwise is None:
+            self._pairwise = euclidean_distances(self.table, self.table)
+        return self._pairwise
+
+    def pairs(self) -> tuple[np.ndarray, tuple[int, int, float] | None, tuple[int, int, float] | None]:
+        """(the distance of every pair of training persons, each pair once; the closest pair
+        (row i, row j, distance); the farthest pair), the pairs None with a single person."""
+        n = len(self.table)
+        iu = np.triu_indices(n, k=1)
+        distances = self.pairwise_distances()[iu]
+        if not len(distances):
+            return distances, None, None
+        lo, hi = int(np.argmin(distances)), int(np.argmax(distances))
+        return (distances, (int(iu[0][lo]), int(iu[1][lo]), float(distances[lo])),
+                (int(iu[0][hi]), int(iu[1][hi]), float(distances[hi])))
+
     def nearest_distances(self) -> np.ndarray:
         """Each training person's distance to its nearest other person (the spacing of the data)."""
         if len(self.table) < 2:
             return np.zeros(len(self.table))
-        d = euclidean_distances(self.table, self.table)
+        d = self.pairwise_distances().copy()
         np.fill_diagonal(d, np.inf)
+        return d.min(1)
+
+    def distance_to_nearest(self, vectors: np.ndarray, own_rows: int = 0) -> np.ndarray:
+        """Each vector's distance to its nearest training person. The first own_rows vectors are
+        the training persons themselves (rows 0..own_rows-1): with more than one person, a
+        person is not its own nearest."""
+        d = euclidean_distances(vectors, self.table)
+        n = min(own_rows, len(d))
+        if n > 1:
+            d[np.arange(n), np.arange(n)] = np.inf
         return d.min(1)
 
     def spacing(self) -> float:
@@ -120,6 +149,22 @@ class IdentitySpace:
         d = np.concatenate([euclidean_distances(vectors[i:i + chunk], self.table).min(1)
                             for i in range(0, len(vectors), chunk)]) if len(vectors) else np.zeros(0)
         return d / max(self.spacing(), 1e-12)
+
+    def coordinate_grid(self, vector: np.ndarray, steps, units: str = "sd",
+                        around: str = "mean") -> np.ndarray:
+        """(dimensions, len(steps)): the values each coordinate takes when swept over steps.
+        units "sd": steps in standard deviations around the persons' mean (around="mean") or the
+        vector's own value ("identity"); units "absolute": the coordinate set to each step
+        ("mean"), or moved by it ("identity"), as the paper's -0.3 to 0.3."""
+        if units not in ("sd", "absolute"):
+            raise ValueError(f"units are 'sd' or 'absolute', not {units!r}")
+        if around not in ("identity", "mean"):
+            raise ValueError(f"a walk is around 'identity' or 'mean', not {around!r}")
+        vector, s = np.asarray(vector, np.float64), np.asarray(steps, np.float64)
+        if units == "sd":
+            centre = vector if around == "identity" else self.mean
+            return centre[:, None] + self.std[:, None] * s[None]
+        return (vector[:, None] if around == "identity" else np.zeros((self.dim, 1))) + s[None]
 
     def sweep_ends(self, low: float, high: float, units: str = "sd", around: str = "mean") -> np.ndarray:
         """The two ends of every single-coordinate sweep of every training person: (persons x

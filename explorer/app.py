@@ -1,5 +1,5 @@
 """The genreid explorer: a Gradio app over `core.api.GenReID` (layout and wiring only; the
-work is in `explorer.handlers` and `explorer.state`).
+work is in `explorer.handlers` and `explorer.state`, and the modules they use).
 
     genreid explore [--checkpoint DIR] [--data DIR] [--host H] [--port P]
     python explorer/app.py [same options]          # also how a Hugging Face Space starts it
@@ -30,7 +30,8 @@ import gradio as gr  # noqa: E402
 from core.config import DEFAULT_CHECKPOINT  # noqa: E402
 from explorer import handlers as h  # noqa: E402
 from explorer.handlers import bind  # noqa: E402
-from explorer.state import UPLOAD_LIMITS, UPLOAD_MAX_BYTES, ExplorerState, load_state  # noqa: E402
+from explorer.pictures import UPLOAD_LIMITS, UPLOAD_MAX_BYTES  # noqa: E402
+from explorer.state import ExplorerState, load_state  # noqa: E402
 
 TITLE = "genreid explorer"
 INTRO = ("Person re-identification where a person's **identity is the conditioning** of a diffusion "

@@ -30,7 +30,10 @@ from core.metrics import query_average_precision
 from core.recognisability import recognisability_at
 
 from . import figures, render
-from .state import SOURCE_GALLERY, SOURCE_PRIOR, SOURCE_TRAIN, ExplorerState, NotReady, shown
+from .messages import shown
+from .projections import SOURCE_GALLERY, SOURCE_PRIOR, SOURCE_TRAIN
+from .state import ExplorerState
+from .tasks import NotReady
 
 MAX_ROWS, MAX_NEW, MAX_NOISES = 12, 8, 12
 MAX_COORDINATES, MAX_STEPS, MAX_K = 8, 15, 30

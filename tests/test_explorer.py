@@ -19,8 +19,7 @@ from PIL import Image
 
 from core.metrics import euclidean_distances, query_average_precision
 from explorer import handlers as h
-from explorer import render
-from explorer import state as state_module
+from explorer import pictures, projections, render
 from explorer.state import ExplorerState, load_state
 
 torch.set_num_threads(1)  # tiny networks on a shared CPU: a second thread only spins
@@ -304,12 +303,12 @@ def test_generation_says_how_far_the_generator_follows_identity(bare, monkeypatc
 # ----------------------------------------------------------------------------- 4. projection
 def test_projection_is_cached_and_clicks_select(bare):
     fig, picture, info, files = h.projection(bare)
-    assert "PCA" in info and len(bare._projections) == 1
+    assert "PCA" in info and len(bare.projections.computed) == 1
     keys = [c[0] for trace in fig.data for c in trace.customdata]
     assert sorted(keys) == sorted(bare.train_keys + bare.prior_keys)
     h.projection(bare, "PCA", "identity norm")
     h.projection(bare, "pca", "z3", "pid 5")
-    assert len(bare._projections) == 1  # colours and selections reuse the projection
+    assert len(bare.projections.computed) == 1  # colours and selections reuse the projection
     # A click on the rendered map selects the nearest point.
     points, coords, *_ = h._map(bare, "PCA", "source", None)
     xy = render.map_positions(coords)[2]
@@ -336,7 +335,7 @@ def test_umap_is_lazy_and_computed_once(bare, monkeypatch):
         calls.append(len(x))
         return np.stack([x[:, 0], x[:, 1]], 1)
 
-    monkeypatch.setattr(state_module, "umap_embedding", fake_umap)
+    monkeypatch.setattr(projections, "umap_embedding", fake_umap)
     fig, picture, info, files = h.projection(bare, "UMAP", "source")
     h.projection(bare, "UMAP", "identity norm")
     assert calls == [len(bare.train_keys) + len(bare.prior_keys)] and "UMAP" in info
@@ -532,7 +531,7 @@ def test_retrieval_from_a_saved_index_matches_encoding_the_gallery(explorer_mode
                          cache_dir=explorer_model_set.cache, background=False, num_prior=12,
                          gallery=saved_gallery)
     _, gallery = indexed.pictures()
-    assert isinstance(gallery.images, state_module.IndexedPictures)  # read from files when shown
+    assert isinstance(gallery.images, pictures.IndexedPictures)  # read from files when shown
     for query in (0, 2):
         _, table, info, _ = h.retrieve(indexed, None, query, 5)
         _, expected, expected_info, _ = h.retrieve(with_data, None, query, 5)

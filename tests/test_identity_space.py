@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from core.identity_space import IdentitySpace
+from core.metrics import euclidean_distances
 
 
 @pytest.fixture
@@ -75,6 +76,42 @@ def test_projection_and_neighbours(table):
     spacing = space.nearest_distances()
     assert spacing.shape == (200,) and np.all(spacing > 0)
     assert spacing[7] == pytest.approx(np.linalg.norm(np.delete(table, 7, 0) - table[7], axis=1).min())
+
+
+def test_pairs_and_distance_to_the_nearest_person(table):
+    space = IdentitySpace(table)
+    brute = np.sqrt(((table[:, None] - table[None]) ** 2).sum(-1))
+    np.testing.assert_allclose(space.pairwise_distances(), brute, atol=1e-6)
+    distances, closest, farthest = space.pairs()
+    assert len(distances) == 200 * 199 // 2
+    i, j, d = closest
+    assert i < j and d == distances.min() and d == pytest.approx(brute[i, j])
+    i, j, d = farthest
+    assert i < j and d == distances.max() and d == pytest.approx(brute[i, j])
+    # The persons themselves (first) are not their own nearest; other vectors are just measured.
+    others = table[:3] + 0.01
+    near = space.distance_to_nearest(np.concatenate([table, others]), own_rows=200)
+    np.testing.assert_allclose(near[:200], space.nearest_distances())
+    np.testing.assert_allclose(near[200:], euclidean_distances(others, table).min(1))
+    single = IdentitySpace(table[:1])
+    assert single.pairs()[1:] == (None, None) and len(single.pairs()[0]) == 0
+    assert single.distance_to_nearest(table[:1], own_rows=1)[0] < 1e-6  # nobody else to compare
+
+
+def test_coordinate_grid_in_standard_deviations_or_absolute(table):
+    space = IdentitySpace(table)
+    v, steps = table[4], np.linspace(-2, 2, 5)
+    grid = space.coordinate_grid(v, steps)  # sd around the mean
+    assert grid.shape == (6, 5)
+    for c in range(6):
+        np.testing.assert_allclose(grid[c], space.coordinate_values(v, c, steps, "mean"))
+        np.testing.assert_allclose(space.coordinate_grid(v, steps, around="identity")[c],
+                                   space.coordinate_values(v, c, steps, "identity"))
+    np.testing.assert_array_equal(space.coordinate_grid(v, steps, "absolute"), np.tile(steps, (6, 1)))
+    np.testing.assert_allclose(space.coordinate_grid(v, steps, "absolute", "identity"),
+                               v[:, None] + steps[None])
+    with pytest.raises(ValueError, match="units"):
+        space.coordinate_grid(v, steps, "percent")
 
 
 def test_bad_input_is_refused_clearly(table):

@@ -19,7 +19,7 @@ from PIL import Image
 
 from explorer import handlers as h
 from explorer.latency import PANELS
-from explorer.state import UPLOAD_MAX_PIXELS
+from explorer.pictures import UPLOAD_MAX_PIXELS
 
 
 def person(size=(64, 32), seed=0) -> Image.Image:
