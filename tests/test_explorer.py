@@ -77,6 +77,26 @@ def test_identity_keys_resolve(bare):
             bare.resolve(bad)
 
 
+def test_every_handler_keeps_the_signature_gradio_reads(bare):
+    """Bound to the state, each panel's handler has its inputs' defaults and resolvable type
+    hints (Gradio finds gr.SelectData and gr.Progress parameters from them, and silently
+    ignores hints it cannot resolve)."""
+    import inspect
+    import typing
+
+    for name in ("generate", "sweep", "directions", "neighbors", "projection", "select_on_map",
+                 "select_identity", "selected_portrait", "retrieve", "decompose", "swap",
+                 "interpolate"):
+        bound = h.bind(getattr(h, name), bare)
+        hints = typing.get_type_hints(bound)
+        assert "state" not in inspect.signature(bound).parameters, name
+        if name == "select_on_map":
+            assert hints["evt"] is gr.SelectData
+        elif name not in ("select_identity", "selected_portrait"):
+            assert isinstance(inspect.signature(bound).parameters["progress"].default, gr.Progress)
+    assert typing.get_type_hints(h.select_from_plot)["evt"] is gr.EventData
+
+
 def test_umap_is_never_imported_at_start(explorer_model_set):
     """`import umap` alone costs ~20 s here: building the app must not import it (checked in a
     fresh interpreter, since other tests in this process may have imported it)."""
