@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-PANELS = ("generate", "sweep", "neighbors", "projection", "retrieve", "decompose")
+PANELS = ("generate", "sweep", "directions", "neighbors", "projection", "retrieve", "decompose")
 
 
 def free_port() -> int:
@@ -101,6 +101,13 @@ class Requests:
         # the default view's size (one coordinate, 7 steps), another coordinate each time
         coords = [int(self.rng.integers(self.state.dim))]
         return {"identity": self._key(), "coordinates": coords, "noise_seed": self._seed()}
+
+    def directions(self) -> dict:
+        # the default view's size (two directions, 5 steps), other directions each time
+        count = self.state.space.num_directions
+        picked = self.rng.choice(np.arange(1, count + 1), size=min(2, count), replace=False)
+        return {"identity": self._key(), "directions": [int(d) for d in picked],
+                "noise_seed": self._seed()}
 
     def neighbors(self) -> dict:
         return {"identity": self._key(), "k": int(self.rng.integers(3, 9))}

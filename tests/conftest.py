@@ -77,6 +77,19 @@ def make_market_dataset(root: Path) -> Path:
     return root
 
 
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module, the previous count restored after it: the test networks
+    are tiny, and on a CPU shared with another job the OpenMP workers of a second thread
+    spin-wait and make each forward pass ~100x slower. Use: pytestmark = usefixtures."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 @pytest.fixture
 def market_dir(tmp_path: Path) -> Path:
     """A fresh tiny Market-1501 style dataset root (see make_market_dataset)."""

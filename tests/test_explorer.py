@@ -22,8 +22,8 @@ from explorer import handlers as h
 from explorer import pictures, projections, render
 from explorer.state import ExplorerState, load_state
 
-torch.set_num_threads(1)  # tiny networks on a shared CPU: a second thread only spins
-pytestmark = pytest.mark.filterwarnings("ignore:::gradio.queueing")  # its own pandas use
+pytestmark = [pytest.mark.filterwarnings("ignore:::gradio.queueing"),  # its own pandas use
+              pytest.mark.usefixtures("one_thread")]
 ROOT = Path(__file__).resolve().parent.parent
 ENDPOINTS = ("generate", "sweep", "directions", "neighbors", "projection", "retrieve", "decompose")
 
@@ -605,11 +605,12 @@ def test_zero_gpu_requests_run_in_the_forked_worker(explorer_model_set, zero_gpu
 
     from explorer import zerogpu
     assert zerogpu.available()
+    before = torch.get_num_threads()
     torch.set_num_threads(2)  # OpenMP's threads, used before the fork, are not in the worker
     try:
         _zero_gpu_requests(explorer_model_set, zero_gpu, bare)
     finally:
-        torch.set_num_threads(1)
+        torch.set_num_threads(before)
 
 
 def _zero_gpu_requests(explorer_model_set, zero_gpu, bare):

@@ -35,9 +35,7 @@ from core.sampler import ddim_sample, split_prediction
 from core.schedule import add_noise, diffusion_rates, sampling_times
 
 H, W = 64, 32
-# One thread: these networks are tiny, and on a CPU shared with another job the OpenMP
-# workers of a second thread spin-wait and make each forward pass ~100x slower.
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 CONFIGS = Path(__file__).resolve().parent.parent / "core" / "configs"
 
 

@@ -31,16 +31,7 @@ from core.config import (
 )
 from core.recognisability import load_diagnosis, recognisability_at
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread for this module, the previous count restored after it: tiny networks, and on
-    a CPU shared with another job the OpenMP workers of a second thread spin-wait and make each
-    forward pass ~100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 H, W = 64, 32

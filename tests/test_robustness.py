@@ -12,6 +12,7 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -123,12 +124,26 @@ SLOW = settings(max_examples=25, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-def survives(call) -> None:
-    """A result, or a gr.Error: nothing else may escape a panel."""
+def survives(call, pictures: int = 1) -> None:
+    """A result, or a gr.Error with a short message: nothing else may escape a panel. A result
+    must be whole: `pictures` RGB uint8 pictures at least a person's size, descriptions that are
+    text and no traceback, downloads that exist, tables with rows."""
     try:
-        call()
+        result = call()
     except gr.Error as e:
-        assert len(str(e)) < 300
+        assert len(str(e)) < 300 and "Traceback" not in str(e)
+        return
+    arrays = [r for r in result if isinstance(r, np.ndarray)]
+    assert len(arrays) == pictures, [type(r).__name__ for r in result]
+    for a in arrays:
+        assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3, (a.dtype, a.shape)
+        assert a.shape[0] >= 64 and a.shape[1] >= 32 and a.std() > 0  # a drawn picture, not blank
+    texts = [r for r in result if isinstance(r, str)]
+    assert texts and all(t.strip() and "Traceback" not in t for t in texts)
+    files = [f for r in result if isinstance(r, list) for f in r]
+    assert files and all(Path(f).is_file() and Path(f).stat().st_size > 0 for f in files)
+    for table in (r for r in result if isinstance(r, pd.DataFrame)):
+        assert len(table) > 0
 
 
 @SLOW
@@ -144,9 +159,15 @@ def test_sweep_any_parameters(bare, coordinates, low, high, steps):
 
 
 @SLOW
+@given(directions=anything, low=anything, high=anything, steps=anything)
+def test_directions_any_parameters(bare, directions, low, high, steps):
+    survives(lambda: h.directions(bare, None, directions, low, high, steps))
+
+
+@SLOW
 @given(identity=anything, k=anything)
 def test_neighbors_any_parameters(bare, identity, k):
-    survives(lambda: h.neighbors(bare, identity, k))
+    survives(lambda: h.neighbors(bare, identity, k), pictures=2)  # neighbours, pairs
 
 
 @SLOW

@@ -23,14 +23,7 @@ from core.pipeline import generate
 from core.sampler import ddim_sample
 from core.train import init_from
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One thread for this module (tiny networks: a second thread only spins), restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Stated tolerances of the optimised path against naive float32 (README, Performance).
 PICTURE_TOLERANCE = 0.02  # mean |pixel difference| per picture, pixels in [0, 1]
@@ -200,8 +193,8 @@ def test_bench_command_json_with_panels(explorer_model_set, capsys, tmp_path, mo
     assert main(["bench", "--checkpoint", str(explorer_model_set.full), "--json", "--batches", "1",
                  "--min-seconds", "0.01", "--calls", "2", "--device", "cpu"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert set(result["panels"]) == {"generate", "sweep", "neighbors", "projection", "retrieve",
-                                     "decompose"}
+    assert set(result["panels"]) == {"generate", "sweep", "directions", "neighbors", "projection",
+                                     "retrieve", "decompose"}
     for p in result["panels"].values():
         assert 0 < p["p50_s"] <= p["p95_s"] and p["calls"] == 2
     assert result["generation"]["optimized_img_s"] > 0

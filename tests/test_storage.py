@@ -15,7 +15,7 @@ from core.api import GenReID, store_parts
 from core.config import ModelSetConfig
 from core.models import Img2ID
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _stored_file(folder, part):
