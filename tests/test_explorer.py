@@ -482,6 +482,12 @@ def test_swap_and_interpolate(with_data):
     np.testing.assert_allclose(vectors[0], with_data.table[0], atol=1e-6)
     np.testing.assert_allclose(vectors[-1], with_data.prior[1], atol=1e-6)
     np.testing.assert_allclose(vectors[1], (vectors[0] + vectors[2]) / 2, atol=1e-6)
+    # pid 2 is a training person: its real picture stands before the path (a prior sample has
+    # none), so the strip is 3 generated + 1 real pictures wide, and the zip holds it.
+    real = files_by_name(files)["real-pid-2.png"]
+    np.testing.assert_array_equal(np.asarray(Image.open(real)), with_data.real_picture("pid 2"))
+    plain, _, _ = h.interpolate(with_data, "prior 0", "prior 1", 3, 4)
+    assert picture.shape[1] > plain.shape[1] and "real" in info
 
 
 # ----------------------------------------------------------------------------- missing networks

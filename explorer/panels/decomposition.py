@@ -17,7 +17,9 @@ from .common import (
     network_note,
     panel,
     progress_report,
+    real_note,
     save_csv,
+    save_reals,
     vector_rows,
 )
 
@@ -104,12 +106,21 @@ def interpolate(state: ExplorerState, identity_a: str | None = None, identity_b:
                             progress_report(progress), "interpolation", preview)
     captions = [f"t = {x:.2f}" for x in t]
     captions[0], captions[-1] = f"{ka}\nt = 0", f"{kb}\nt = 1"
-    picture = render.strip(list(images), captions)
+    pictures, frames = list(images), [None] * steps
+    # Training persons' real pictures at the ends of the path, framed as real.
+    ra, rb = state.real_picture(ka), state.real_picture(kb)
+    if ra is not None:
+        pictures, captions, frames = [ra, *pictures], [f"{ka}\nreal", *captions], [render.REAL, *frames]
+    if rb is not None:
+        pictures, captions, frames = [*pictures, rb], [*captions, f"{kb}\nreal"], [*frames, render.REAL]
+    picture = render.strip(pictures, captions, frames)
     out = state.output_dir("interpolate")
+    found = [(k, r) for k, r in ((ka, ra), (kb, rb)) if r is not None]
     files = [render.save_png(picture, out / "interpolation.png"), str(out / "vectors.npy"),
              save_csv(out / "vectors.csv", ["t"] + [f"z{i}" for i in range(state.dim)],
-                       vector_rows([f"{x:.4f}" for x in t], vectors))]
+                       vector_rows([f"{x:.4f}" for x in t], vectors)), *save_reals(out, found)]
     np.save(out / "vectors.npy", vectors)
     info = (f"(1 − t) · {ka} + t · {kb}, {steps} steps, noise seed {noise_seed}; "
-            f"distance {np.linalg.norm(va - vb):.3f}. " + network_note(state, preview))
+            f"distance {np.linalg.norm(va - vb):.3f}. " + (real_note(state) if found else "")
+            + network_note(state, preview))
     return picture, info, bundle(files, "interpolation")
