@@ -236,18 +236,19 @@ def test_a_request_cannot_name_a_server_file(explorer_model_set, tmp_path):
 
 
 # ----------------------------------------------------------------------------- load
-@pytest.mark.slow  # a served app under six clients
+@pytest.mark.slow  # a served app under one client per panel
 def test_load_test_serves_every_panel_without_failure(explorer_model_set, capsys, tmp_path,
                                                       monkeypatch):
-    """A short, bounded run of the load test command (the full one is 16 clients x 60 s); six
-    clients start on six different panels."""
+    """A short, bounded run of the load test command (the full one is 16 clients x 60 s); one
+    client per panel, each starting on a different one, so every panel is called at least once
+    however slow the machine (fewer clients than panels left one uncalled on a slow CI runner)."""
     import json
 
     from core.cli import main
 
     monkeypatch.setenv("GENREID_EXPLORER_CACHE", str(tmp_path / "cache"))
-    assert main(["loadtest", "--checkpoint", str(explorer_model_set.full), "--clients", "6",
-                 "--seconds", "6", "--json", "--device", "cpu"]) == 0
+    assert main(["loadtest", "--checkpoint", str(explorer_model_set.full), "--clients",
+                 str(len(PANELS)), "--seconds", "6", "--json", "--device", "cpu"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["failed"] == 0 and report["calls"] >= 6
     assert set(report["panels"]) == set(PANELS)
