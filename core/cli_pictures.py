@@ -43,6 +43,9 @@ def add_diagnose(sub) -> None:
                         "(default 4)")
     p.add_argument("--no-recognisability", action="store_true",
                    help="only the identity share (fast; no encoder, no real crops needed)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="encode the real crops again instead of reading the encoder's features "
+                        "of them from the cache (~/.cache/genreid/diagnose, or $GENREID_CACHE)")
     p.add_argument("--save", action="store_true",
                    help="also write the result into the set as diagnose.json (the explorer "
                         "quotes it, and the model card cites it)")
@@ -56,6 +59,7 @@ def run_diagnose(args) -> None:
     from .api import GenReID
     from .data import load_split
     from .diagnostics import generated_identity_share, real_identity_share
+    from .disk_cache import DiskCache, cache_root
 
     try:
         weights = [float(w) for w in args.guidance.split(",")] if args.guidance else None
@@ -76,7 +80,8 @@ def run_diagnose(args) -> None:
         encoder = GenReID.load(args.encoder, device=args.device)
         if not encoder.has("img2id"):
             raise ValueError(f"--encoder {args.encoder} has no img2id to judge pictures with")
-        real = rec.encode_real(encoder, split.images, split.pids)
+        cache = DiskCache(None if args.no_cache else cache_root("diagnose"))
+        real = rec.encode_real(encoder, split.images, split.pids, cache)
         rows, crops = rec.choose_persons(split.pids, model.pids, args.persons, args.pictures,
                                          args.seed)
         noises = model.noise(args.pictures, seed=args.seed)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy import linalg
 
+from .disk_cache import DiskCache, digest, set_fingerprint
 from .files import atomic_write
 from .gallery_index import scaled
 from .metrics import average_precision, euclidean_distances
@@ -34,9 +35,21 @@ class RealCrops:
     features: np.ndarray  # (N, F), as the encoder's metric compares them
 
 
-def encode_real(encoder, images: np.ndarray, pids: np.ndarray) -> RealCrops:
-    """Encode real crops with `encoder` (a `core.api.GenReID` holding an img2id)."""
-    return RealCrops(images, np.asarray(pids), features_of(encoder, images))
+def encode_real(encoder, images: np.ndarray, pids: np.ndarray,
+                cache: DiskCache | None = None) -> RealCrops:
+    """Encode real crops with `encoder` (a `core.api.GenReID` holding an img2id). `cache` keeps
+    the features, named by the encoder's weights, its device and the crops: the next generator
+    is judged against the same crops by the same encoder, and encoding all 7,355 CUHK03
+    training crops takes about 10 minutes on one CPU thread."""
+    pids, cache = np.asarray(pids), cache or DiskCache(None)
+    name = (f"real-features-{set_fingerprint(encoder.folder)}-"
+            f"{digest(str(encoder.device), encoder.precision, images.tobytes(), pids.tobytes())}.npz")
+    found = cache.load(name)
+    if found is not None and found.get("features", np.empty(0)).shape[:1] == pids.shape:
+        return RealCrops(images, pids, found["features"])
+    real = RealCrops(images, pids, features_of(encoder, images))
+    cache.save(name, features=real.features)
+    return real
 
 
 def features_of(encoder, images: np.ndarray) -> np.ndarray:

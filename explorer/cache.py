@@ -4,8 +4,6 @@ folders of each request's downloads."""
 from __future__ import annotations
 
 import atexit
-import contextlib
-import hashlib
 import os
 import shutil
 import tempfile
@@ -14,57 +12,21 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
+from core.disk_cache import DiskCache, cache_root, digest, set_fingerprint
 
-from core.files import atomic_write
+__all__ = ["DiskCache", "Downloads", "default_cache_root", "digest", "model_fingerprint"]
 
 CACHE_VERSION = "2"  # 2: portraits drawn by the fast preview
 
 
 def default_cache_root() -> Path:
     env = os.environ.get("GENREID_EXPLORER_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "genreid" / "explorer"
-
-
-def digest(*parts: bytes | str) -> str:
-    h = hashlib.sha1()
-    for p in parts:
-        h.update(p.encode() if isinstance(p, str) else p)
-    return h.hexdigest()[:16]
+    return Path(env) if env else cache_root("explorer")
 
 
 def model_fingerprint(folder: Path) -> str:
-    """The cache's name for a model set: its manifest names every weight file by SHA-256."""
-    manifest = folder / "manifest.json"
-    return digest(CACHE_VERSION, manifest.read_bytes() if manifest.is_file() else b"")
-
-
-class DiskCache:
-    """npz/npy files in one folder; every failure is silent (the cache is only a shortcut)."""
-
-    def __init__(self, folder: Path | None):
-        self.folder = folder
-
-    def load(self, name: str) -> dict[str, np.ndarray] | None:
-        if self.folder is None or not (self.folder / name).is_file():
-            return None
-        try:
-            with np.load(self.folder / name, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except Exception:
-            return None
-
-    def save(self, name: str, **arrays: np.ndarray) -> None:
-        if self.folder is None:
-            return
-        def write(path: Path) -> None:
-            with open(path, "wb") as f:  # a file object: np.savez would append .npz to a name
-                np.savez(f, **arrays)
-
-        with contextlib.suppress(OSError):
-            atomic_write(self.folder / name, write)
+    """The cache's name for a model set (its manifest, with this cache's version)."""
+    return set_fingerprint(folder, CACHE_VERSION)
 
 
 class Downloads:

@@ -3,6 +3,7 @@ trained on it through the real CLI, and the explorer app started on a free loopb
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -12,6 +13,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from PIL import Image
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory) -> Iterator[Path]:
+    """Commands' on-disk caches (core.disk_cache) go to a temporary folder, never the user's."""
+    folder = tmp_path_factory.mktemp("genreid-cache")
+    before = os.environ.get("GENREID_CACHE")
+    os.environ["GENREID_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("GENREID_CACHE", None)
+    else:
+        os.environ["GENREID_CACHE"] = before
+
 
 IMAGE_HW = (64, 32)  # (height, width): the loader's default size, so nothing is resized
 # Distinct (upper body, lower body) colours per person id, so tiny models can tell them apart.
