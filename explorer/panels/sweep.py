@@ -31,28 +31,41 @@ SWEEP_SD, SWEEP_ABSOLUTE = "standard deviations", "absolute (the paper's)"
 DIRECTIONS = (1, 2)  # the directions panel's default rows: the two main principal directions
 
 
-def _coordinates(coordinates, dim: int) -> list[int]:
-    if coordinates is None:
-        coordinates = [c for c in SWEEP_COORDINATES if c < dim]
-    if isinstance(coordinates, (str, int, float)):
-        coordinates = re.split(r"[,;\s]+", str(coordinates))
+def _numbers(values, default, lo: int, hi: int, prefix: str, *, form: str, out_of_range: str,
+             noun: str, plural: str) -> list[int]:
+    """Distinct integers lo..hi in the order given, from '1, 2' or a list; each may carry
+    `prefix` ('z3', 'PC1'). The messages are formatted with {got} (the entry as typed) and {n}
+    (its number)."""
+    if values is None:
+        values = default
+    if isinstance(values, (str, int, float)):
+        values = re.split(r"[,;\s]+", str(values))
     out = []
-    for c in coordinates:
-        text = str(c).strip().lower().lstrip("z")
+    for v in values:
+        text = str(v).strip().lower()
+        # a one-letter prefix may repeat ('zz3'), as the coordinates have always accepted
+        text = text.lstrip(prefix) if len(prefix) == 1 else text.removeprefix(prefix)
         if not text:
             continue
         if not re.fullmatch(r"\d+(\.0+)?", text):
-            raise ValueError(f"coordinates are numbers 0..{dim - 1} (or z0..z{dim - 1}); got {shown(c)}")
-        c = int(float(text))
-        if not 0 <= c < dim:
-            raise ValueError(f"coordinates are 0..{dim - 1}; got {c}")
-        if c not in out:
-            out.append(c)
+            raise ValueError(form.format(got=shown(v)))
+        n = int(float(text))
+        if not lo <= n <= hi:
+            raise ValueError(out_of_range.format(got=shown(v), n=n))
+        if n not in out:
+            out.append(n)
     if not out:
-        raise ValueError("choose at least one coordinate to sweep")
+        raise ValueError(f"choose at least one {noun}")
     if len(out) > MAX_COORDINATES:
-        raise ValueError(f"at most {MAX_COORDINATES} coordinates at once; got {len(out)}")
+        raise ValueError(f"at most {MAX_COORDINATES} {plural} at once; got {len(out)}")
     return out
+
+
+def _coordinates(coordinates, dim: int) -> list[int]:
+    return _numbers(coordinates, [c for c in SWEEP_COORDINATES if c < dim], 0, dim - 1, "z",
+                    form=f"coordinates are numbers 0..{dim - 1} (or z0..z{dim - 1}); got {{got}}",
+                    out_of_range=f"coordinates are 0..{dim - 1}; got {{n}}",
+                    noun="coordinate to sweep", plural="coordinates")
 
 
 def _units(units) -> str:
@@ -171,24 +184,11 @@ def sweep(state: ExplorerState, identity: str | None = None, coordinates: list |
 # ----------------------------------------------------------------------------- directions
 def _directions(directions, count: int) -> list[int]:
     """Principal directions as 0-based indices from '1, 2' (or 'PC1', or numbers)."""
-    if directions is None:
-        directions = [d for d in DIRECTIONS if d <= count]
-    if isinstance(directions, (str, int, float)):
-        directions = re.split(r"[,;\s]+", str(directions))
-    out = []
-    for d in directions:
-        text = str(d).strip().lower().removeprefix("pc")
-        if not text:
-            continue
-        if not re.fullmatch(r"\d+(\.0+)?", text) or not 1 <= int(float(text)) <= count:
-            raise ValueError(f"principal directions are numbered 1..{count}; got {shown(d)}")
-        if int(float(text)) - 1 not in out:
-            out.append(int(float(text)) - 1)
-    if not out:
-        raise ValueError("choose at least one principal direction")
-    if len(out) > MAX_COORDINATES:
-        raise ValueError(f"at most {MAX_COORDINATES} directions at once; got {len(out)}")
-    return out
+    message = f"principal directions are numbered 1..{count}; got {{got}}"
+    chosen = _numbers(directions, [d for d in DIRECTIONS if d <= count], 1, count, "pc",
+                      form=message, out_of_range=message, noun="principal direction",
+                      plural="directions")
+    return [d - 1 for d in chosen]
 
 
 def directions_table(state: ExplorerState) -> pd.DataFrame:
