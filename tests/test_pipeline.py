@@ -750,44 +750,6 @@ def test_diagnose_recognisability_judges_pictures_by_an_outside_encoder(trained,
     assert GenReID.load(elsewhere).has("generator")
 
 
-def test_real_crop_features_are_cached_by_encoder_and_crops(tmp_path):
-    """diagnose encodes the real training crops once per encoder and split: the next run reads
-    them back, and other crops or other encoder weights are encoded again, never served stale."""
-    from core.disk_cache import DiskCache
-    from core.recognisability import encode_real
-
-    class Encoder:
-        def __init__(self, folder, scale):
-            self.folder, self.scale, self.calls = folder, scale, 0
-            self.device, self.precision, self.retrieval_metric = "cpu", "fp32", "euclidean"
-
-        def encode(self, images):
-            self.calls += 1
-            return images.reshape(len(images), -1)[:, :4].astype(np.float32) * self.scale
-
-    def write_set(folder, weights_sha):
-        folder.mkdir(exist_ok=True)
-        (folder / "manifest.json").write_text(json.dumps({"img2id.safetensors": weights_sha}))
-        return folder
-
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, (6, 4, 2, 3), dtype=np.uint8)
-    pids = np.array([1, 1, 2, 2, 3, 3])
-    cache = DiskCache(tmp_path / "cache")
-    first = Encoder(write_set(tmp_path / "a", "sha-a"), 1.0)
-    made = encode_real(first, images, pids, cache)
-    again = encode_real(first, images, pids, cache)
-    assert first.calls == 1 and np.array_equal(made.features, again.features)
-    encode_real(first, images[::-1].copy(), pids, cache)  # other crops
-    assert first.calls == 2
-    retrained = Encoder(write_set(tmp_path / "a", "sha-b"), 2.0)  # same folder, new weights
-    features = encode_real(retrained, images, pids, cache).features
-    assert retrained.calls == 1 and np.allclose(features, 2.0 * made.features)
-    unkept = Encoder(tmp_path / "a", 1.0)
-    encode_real(unkept, images, pids, DiskCache(None))
-    encode_real(unkept, images, pids, DiskCache(None))
-    assert unkept.calls == 2  # no cache: always encoded
-
 
 def generator_weights(folder: Path) -> dict[str, torch.Tensor]:
     weights = {}
