@@ -3,7 +3,6 @@ trained on it through the real CLI, and the explorer app started on a free loopb
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -19,13 +18,9 @@ from PIL import Image
 def private_cache(tmp_path_factory) -> Iterator[Path]:
     """Commands' on-disk caches (core.disk_cache) go to a temporary folder, never the user's."""
     folder = tmp_path_factory.mktemp("genreid-cache")
-    before = os.environ.get("GENREID_CACHE")
-    os.environ["GENREID_CACHE"] = str(folder)
-    yield folder
-    if before is None:
-        os.environ.pop("GENREID_CACHE", None)
-    else:
-        os.environ["GENREID_CACHE"] = before
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENREID_CACHE", str(folder))
+        yield folder
 
 
 IMAGE_HW = (64, 32)  # (height, width): the loader's default size, so nothing is resized
