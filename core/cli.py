@@ -45,6 +45,7 @@ COMMANDS = (
     cli_sets.add_configure,
     cli_pictures.add_sample,
     cli_pictures.add_diagnose,
+    cli_pictures.add_decompose,
     cli_space.add_space,
     cli_measure.add_bench,
     cli_measure.add_loadtest,

@@ -29,6 +29,7 @@ from core.config import (
     PriorConfig,
     UNetConfig,
 )
+from core.data import load_split
 from core.recognisability import load_diagnosis, recognisability_at
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -477,6 +478,33 @@ def test_sample_with_ids_and_prior(trained, tmp_path):
     expected = model.generate_grid(model.table_identities([3]), model.noise(2, seed=0))[0]
     row = np.asarray(Image.open(out))[:H]
     assert np.abs(row.astype(int) - np.concatenate(list(expected), axis=1).astype(int)).max() <= 1
+
+
+def test_decompose_measures_the_reconstruction_and_draws_it(trained, model, tmp_path, capsys):
+    capsys.readouterr()
+    out = tmp_path / "decomposition.png"
+    gallery = trained.market / "bounding_box_test"
+    assert cli("decompose", "--checkpoint", trained.set, "--data", gallery, "--count", 5,
+               "--show", 3, "--out", out, "--scale", 1, "--precision", "fp32",
+               "--device", "cpu") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pictures"] == 5 and report["precision"] == "fp32"
+    # The figure: the pictures, their noise, their regeneration, one column each.
+    figure = np.asarray(Image.open(out))
+    assert figure.shape == (3 * H, 3 * W, 3)
+    # The printed error is the API's over the same random draw of seed 0.
+    split = load_split(gallery, model.image_size)
+    pick = np.random.default_rng(0).choice(len(split), 5, replace=False)
+    parts = model.decompose(split.images[pick])
+    assert abs(report["reconstruction_error"] - float(parts.error.mean())) < 1e-4
+    assert np.array_equal(figure[:H], np.concatenate(list(parts.image[:3]), axis=1))
+    assert np.abs(figure[2 * H:].astype(int)
+                  - np.concatenate(list(parts.reconstruction[:3]), axis=1).astype(int)).max() <= 1
+    # More pictures than the folder holds is a clean error, and nothing is written.
+    assert cli("decompose", "--checkpoint", trained.set, "--data", gallery, "--count", 10**6,
+               "--out", tmp_path / "none.png", "--device", "cpu") == 2
+    assert "holds only" in capsys.readouterr().err
+    assert not (tmp_path / "none.png").exists()
 
 
 # -------------------------------------------------------------------------------- errors
