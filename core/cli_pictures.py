@@ -3,6 +3,7 @@ measured."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import shlex
 from pathlib import Path
@@ -19,7 +20,7 @@ def add_sample(sub) -> None:
     p.add_argument("--rows", type=int, default=6)
     p.add_argument("--noises", type=int, default=6)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scale", type=int, default=2, help="nearest-neighbour up-scaling (default 2)")
+    p.add_argument("--scale", type=_scale, default=2, help="nearest-neighbour up-scaling (default 2)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=run_sample)
 
@@ -67,9 +68,9 @@ def add_decompose(sub) -> None:
                    help="also write a PNG of the first --show of them: the pictures (top), their "
                         "noise clipped to +-2.5 (middle), GEN(noise, identity) (bottom)")
     p.add_argument("--show", type=int, default=8, help="columns of the --out figure (default 8)")
-    p.add_argument("--scale", type=int, default=2, help="nearest-neighbour up-scaling (default 2)")
+    p.add_argument("--scale", type=_scale, default=2, help="nearest-neighbour up-scaling (default 2)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+    p.add_argument("--precision", choices=config.PRECISIONS, default="auto",
                    help="auto: bfloat16 where the hardware does it natively, else float32")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=run_decompose)
@@ -85,10 +86,6 @@ def run_decompose(args) -> None:
     if args.count < 1 or args.show < 0:
         raise ValueError("--count must be at least 1 and --show at least 0")
     model = GenReID.load(args.checkpoint, device=args.device, precision=args.precision)
-    for part in ("generator", "img2id", "img2noise"):
-        if not model.has(part):
-            raise ValueError(f"{args.checkpoint} has no {part}: decomposition needs the "
-                             "generator and both inverters")
     split = load_split(args.data, model.image_size)
     if args.count > len(split):
         raise ValueError(f"--count {args.count}: {args.data} holds only {len(split)} pictures")
@@ -192,12 +189,21 @@ def run_sample(args) -> None:
     print(f"wrote {args.out}: {len(identities)} identities x {args.noises} noises")
 
 
+def _scale(text: str) -> int:
+    """--scale's type: checked when the command line is read, before any picture is made."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
 def _save_scaled(grid, path, scale: int) -> None:
     """Write a uint8 picture to path, up-scaled scale times by nearest neighbour (pixels stay
     sharp)."""
     from PIL import Image
 
-    if scale < 1:
-        raise ValueError(f"--scale must be at least 1, not {scale}")
     picture = Image.fromarray(grid)
     picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST).save(path)

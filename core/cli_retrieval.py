@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from . import distributed
-from .config import DEFAULT_CHECKPOINT
+from .config import DEFAULT_CHECKPOINT, PRECISIONS
 
 
 def add_encoding_options(p: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def add_encoding_options(p: argparse.ArgumentParser) -> None:
                    help="average features with the mirrored image (default: the set's img2id.flip)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="inference precision (auto: bf16 where the hardware has it)")
 
 

@@ -6,7 +6,7 @@ import argparse
 import hashlib
 from pathlib import Path
 
-from .config import DEFAULT_CHECKPOINT
+from .config import DEFAULT_CHECKPOINT, PRECISIONS
 
 BANK_HELP = ("generate N images once and draw the generated share of each batch from them "
              "(default 0: generate on the fly at every step, as the paper; a bank suits CPUs)")
@@ -23,7 +23,7 @@ def add_train_options(p: argparse.ArgumentParser, steps: int, batch: int, lr: fl
     p.add_argument("--save-every", type=int, default=save_every,
                    help="steps between checkpoints (default %(default)s)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: bf16 autocast where the hardware has it natively (CUDA, "
                         "AVX-512 BF16 or AMX CPUs), else fp32")
     p.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",

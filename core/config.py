@@ -15,6 +15,8 @@ from typing import Any
 
 # The shipped model set the app and the commands start on.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "default"
+# Compute precisions a command accepts; core.device resolves "auto" for the hardware.
+PRECISIONS = ("auto", "bf16", "fp32")
 
 
 @dataclass

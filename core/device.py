@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .config import PRECISIONS
+
 
 def pick_device(name: str = "auto") -> torch.device:
     """CUDA when present, else CPU; or the device named ("cpu", "cuda:1", ...)."""
@@ -19,7 +21,7 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def _check_precision(precision: str) -> None:
-    if precision not in ("auto", "fp32", "bf16"):
+    if precision not in PRECISIONS:
         raise ValueError(f"precision must be auto, fp32 or bf16, not {precision!r}")
 
 
