@@ -10,6 +10,7 @@
     genreid index --checkpoint checkpoints/default --data ../shared/data/cuhk03
     genreid configure --checkpoint checkpoints/default img2id.flip=true img2id.metric=cosine
     genreid store --checkpoint checkpoints/default --parts img2id,img2noise --as int8
+    genreid replace --checkpoint checkpoints/default --from runs/more/set --parts generator
     genreid sample --checkpoint checkpoints/default --out grid.png
     genreid bench --json
     genreid loadtest --clients 16 --seconds 60
@@ -43,6 +44,7 @@ COMMANDS = (
     cli_retrieval.add_index,
     cli_sets.add_store,
     cli_sets.add_configure,
+    cli_sets.add_replace,
     cli_pictures.add_sample,
     cli_pictures.add_diagnose,
     cli_pictures.add_decompose,

@@ -1,10 +1,11 @@
-"""`genreid pack`, `store` and `configure`: a split packed into one file, and a model set's
-storage and settings changed in place."""
+"""`genreid pack`, `store`, `configure` and `replace`: a split packed into one file, and a
+model set's storage, settings and weights changed in place."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from . import config
 
@@ -86,3 +87,26 @@ def run_configure(args) -> None:
         section, name = config.setting_parent(data, key)
         now[key] = section[name]
     print(json.dumps(now))
+
+
+def add_replace(sub) -> None:
+    p = sub.add_parser("replace", help="replace parts of a model set by another set's, e.g. a "
+                       "generator trained on from it (same persons and architecture)")
+    p.add_argument("--checkpoint", required=True, help="model-set folder to change in place")
+    p.add_argument("--from", dest="source", required=True,
+                   help="model set to take the parts from (e.g. the --out of a warm start)")
+    p.add_argument("--parts", required=True, type=lambda s: s.split(","),
+                   help="comma-separated parts, e.g. generator")
+    p.set_defaults(func=run_replace)
+
+
+def run_replace(args) -> None:
+    from .set_tools import replace_parts
+
+    stale = replace_parts(args.checkpoint, args.source, args.parts)
+    print(json.dumps({"checkpoint": str(args.checkpoint), "from": str(args.source),
+                      "replaced": args.parts, "trained_on_the_old": stale}))
+    if stale:
+        print(f"note: {', '.join(stale)} of {args.checkpoint} were trained on the replaced "
+              f"{', '.join(args.parts)}; train them again (genreid train PART --checkpoint "
+              f"{args.checkpoint}) and measure", file=sys.stderr)

@@ -1,8 +1,10 @@
-"""Editing a model set in place: its settings (`genreid configure`) and how its weights are
-stored (`genreid store`); each change validated, then committed with the manifest.
+"""Editing a model set in place: its settings (`genreid configure`), how its weights are
+stored (`genreid store`) and which weights it holds (`genreid replace`); each change
+validated, then committed with the manifest.
 
     configure_set("checkpoints/default", {"img2id.flip": True, "generator.guidance": 2.0})
     store_parts("checkpoints/default", {"img2id": "int8", "img2noise": "int8"})
+    replace_parts("checkpoints/default", "runs/more/set", ["generator"])
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from . import checkpoint as ckpt
 from .config import ModelSetConfig, setting_parent
-from .parts import load_networks
+from .parts import build_network, load_networks
 
 
 def configure_set(folder: str | Path, settings: dict[str, Any]) -> ModelSetConfig:
@@ -76,3 +78,45 @@ def store_parts(folder: str | Path, storage: dict[str, str]) -> dict[str, int]:
     writer.commit()
     return {part: sum((Path(folder) / n).stat().st_size for n in ckpt.part_files(folder, part))
             for part in storage}
+
+
+# What each part was trained on: replacing a part leaves these parts of the set trained on
+# the weights it replaced, until they are trained again.
+TRAINED_ON = {
+    "generator": ("preview", "prior", "img2id", "img2noise"),  # its pictures or identity table
+    "preview": (),
+    "prior": (),
+    "img2id": (),
+    "img2noise": (),
+}
+
+
+def replace_parts(folder: str | Path, source: str | Path, parts: list[str]) -> list[str]:
+    """Replace parts of the set in `folder` by `source`'s, e.g. a generator trained on from
+    it (`genreid train generator --init-from`). Both sets must hold the same persons and the
+    source's weights must load into the set's own architecture; the set keeps its settings
+    and storage. Returns the set's other parts that were trained on a replaced one."""
+    folder, source = Path(folder), Path(source)
+    unknown = sorted(set(parts) - set(ckpt.PARTS))
+    if unknown or not parts:
+        raise ValueError(f"unknown part(s) {', '.join(map(repr, unknown))}; parts: "
+                         f"{', '.join(ckpt.PARTS)}")
+    ckpt.verify(folder)
+    ckpt.verify(source)
+    missing = [part for part in parts if not ckpt.has_part(source, part)]
+    if missing:
+        raise ValueError(f"{source} has no {', '.join(missing)} to take")
+    if ckpt.read_identities(source) != ckpt.read_identities(folder):
+        # the identity table's rows, and every vector the other parts learned, are these persons
+        raise ValueError(f"{source} and {folder} hold different persons (identities.json)")
+    config = ckpt.read_config(folder)
+    writer = ckpt.ModelSetWriter(folder)
+    for part in parts:
+        try:
+            network = ckpt.load_weights(source, part, build_network(part, config))
+        except ckpt.CheckpointError as e:
+            raise ValueError(f"{source}'s {part} does not fit {folder}'s architecture ({e})") from None
+        writer.weights(part, network)
+    writer.commit()
+    return [other for part in parts for other in TRAINED_ON[part]
+            if other not in parts and ckpt.has_part(folder, other)]

@@ -13,7 +13,7 @@ from core import checkpoint as ckpt
 from core import cli
 from core.api import GenReID, store_parts
 from core.config import ModelSetConfig
-from core.models import Img2ID
+from core.models import Generator, Img2ID
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -217,3 +217,69 @@ def test_a_resumed_export_keeps_the_settings_and_storage_given_to_the_set(market
     baseline(6, "--bnneck")  # the neck's features are compared by angle, whatever the set said
     assert ckpt.read_config(base).img2id.metric == "cosine"
     assert ckpt.read_config(base).img2id.flip
+
+
+def _changed_generator_set(source, folder, config=None):
+    """A copy of `source` whose generator has other weights (as after more training), or, with
+    `config`, another architecture."""
+    shutil.copytree(source, folder)
+    config = config or ckpt.read_config(folder)
+    torch.manual_seed(7)
+    net = Generator(config.generator)
+    w = ckpt.ModelSetWriter(folder)
+    w.config(config)
+    w.weights("generator", net)
+    w.commit()
+    return net
+
+
+def test_genreid_replace_takes_a_part_from_another_set_and_names_what_is_stale(
+        explorer_model_set, tmp_path, capsys):
+    folder = tmp_path / "set"
+    shutil.copytree(explorer_model_set.full, folder)
+    net = _changed_generator_set(explorer_model_set.generator_only, tmp_path / "more")
+    config_before = (folder / "config.json").read_text()
+    img2id_before = ckpt.part_files(folder, "img2id")
+    assert cli.main(["replace", "--checkpoint", str(folder), "--from", str(tmp_path / "more"),
+                     "--parts", "generator"]) == 0
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert report["replaced"] == ["generator"]
+    assert report["trained_on_the_old"] == ["preview", "prior", "img2id", "img2noise"]
+    assert "train them again" in err
+    ckpt.verify(folder)
+    config = ckpt.read_config(folder)
+    loaded = ckpt.load_weights(folder, "generator", Generator(config.generator))
+    for (name, a), b in zip(loaded.state_dict().items(), net.state_dict().values()):
+        expected = b.half().to(b.dtype) if b.is_floating_point() else b  # stored as float16
+        assert torch.equal(a, expected), name
+    assert (folder / "config.json").read_text() == config_before
+    assert ckpt.part_files(folder, "img2id") == img2id_before
+    model = GenReID.load(folder, device="cpu", precision="fp32")
+    assert model.generate(model.table_identities([0]), model.noise(1, seed=0)).shape[0] == 1
+
+
+def test_genreid_replace_refuses_other_persons_architectures_and_missing_parts(
+        explorer_model_set, tmp_path, capsys):
+    folder = tmp_path / "set"
+    shutil.copytree(explorer_model_set.full, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    config = ckpt.read_config(folder)
+    wider = ModelSetConfig.from_dict(config.to_dict())
+    wider.generator.id_dim += 4
+    _changed_generator_set(explorer_model_set.generator_only, tmp_path / "wider", wider)
+    others = tmp_path / "others"
+    _changed_generator_set(explorer_model_set.generator_only, others)
+    w = ckpt.ModelSetWriter(others)
+    w.identities(list(reversed(ckpt.read_identities(others))), "shuffled")
+    w.commit()
+    for source, parts, message in [
+            (tmp_path / "wider", "generator", "does not fit"),
+            (others, "generator", "different persons"),
+            (explorer_model_set.generator_only, "img2id", "has no img2id"),
+            (explorer_model_set.full, "generator,", "unknown part(s) ''"),
+            (tmp_path / "nowhere", "generator", "nowhere")]:
+        assert cli.main(["replace", "--checkpoint", str(folder), "--from", str(source),
+                         "--parts", parts]) == 2, message
+        assert message in capsys.readouterr().err, message
+        assert {p.name: p.read_bytes() for p in folder.iterdir()} == before, message
