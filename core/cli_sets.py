@@ -21,6 +21,10 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
+def parse_parts(text: str) -> list[str]:
+    return text.split(",")
+
+
 def parse_setting(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -54,7 +58,7 @@ def add_store(sub) -> None:
     p = sub.add_parser("store", help="rewrite parts of a model set in float16 or int8 "
                        "(int8: half the bytes, dequantized at load; measure it with genreid eval)")
     p.add_argument("--checkpoint", required=True, help="model-set folder to rewrite in place")
-    p.add_argument("--parts", required=True, type=lambda s: s.split(","),
+    p.add_argument("--parts", required=True, type=parse_parts,
                    help="comma-separated parts, e.g. img2id,img2noise")
     p.add_argument("--as", dest="storage", required=True, choices=list(config.STORAGES))
     p.set_defaults(func=run_store)
@@ -95,7 +99,7 @@ def add_replace(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="model-set folder to change in place")
     p.add_argument("--from", dest="source", required=True,
                    help="model set to take the parts from (e.g. the --out of a warm start)")
-    p.add_argument("--parts", required=True, type=lambda s: s.split(","),
+    p.add_argument("--parts", required=True, type=parse_parts,
                    help="comma-separated parts, e.g. generator")
     p.set_defaults(func=run_replace)
 

@@ -53,14 +53,18 @@ def configure_set(folder: str | Path, settings: dict[str, Any]) -> ModelSetConfi
     return config
 
 
+def _check_part_names(parts) -> None:
+    unknown = sorted(set(parts) - set(ckpt.PARTS))
+    if unknown:
+        raise ValueError(f"unknown part(s) {', '.join(map(repr, unknown))}; parts: "
+                         f"{', '.join(ckpt.PARTS)}")
+
+
 def store_parts(folder: str | Path, storage: dict[str, str]) -> dict[str, int]:
     """Rewrite parts of a model set in another storage ("float16" or "int8", see
     core.checkpoint) and record it in the set's config, so later exports keep it.
     Returns the bytes each rewritten part now takes."""
-    unknown = sorted(set(storage) - set(ckpt.PARTS))
-    if unknown:
-        raise ValueError(f"unknown part(s) {', '.join(map(repr, unknown))}; parts: "
-                         f"{', '.join(ckpt.PARTS)}")
+    _check_part_names(storage)
     folder = Path(folder)
     ckpt.verify(folder)
     config = ckpt.read_config(folder)
@@ -84,10 +88,6 @@ def store_parts(folder: str | Path, storage: dict[str, str]) -> dict[str, int]:
 # the weights it replaced, until they are trained again.
 TRAINED_ON = {
     "generator": ("preview", "prior", "img2id", "img2noise"),  # its pictures or identity table
-    "preview": (),
-    "prior": (),
-    "img2id": (),
-    "img2noise": (),
 }
 
 
@@ -97,10 +97,9 @@ def replace_parts(folder: str | Path, source: str | Path, parts: list[str]) -> l
     source's weights must load into the set's own architecture; the set keeps its settings
     and storage. Returns the set's other parts that were trained on a replaced one."""
     folder, source = Path(folder), Path(source)
-    unknown = sorted(set(parts) - set(ckpt.PARTS))
-    if unknown or not parts:
-        raise ValueError(f"unknown part(s) {', '.join(map(repr, unknown))}; parts: "
-                         f"{', '.join(ckpt.PARTS)}")
+    if not parts:
+        raise ValueError(f"name at least one part to replace; parts: {', '.join(ckpt.PARTS)}")
+    _check_part_names(parts)
     ckpt.verify(folder)
     ckpt.verify(source)
     missing = [part for part in parts if not ckpt.has_part(source, part)]
@@ -118,5 +117,5 @@ def replace_parts(folder: str | Path, source: str | Path, parts: list[str]) -> l
             raise ValueError(f"{source}'s {part} does not fit {folder}'s architecture ({e})") from None
         writer.weights(part, network)
     writer.commit()
-    return [other for part in parts for other in TRAINED_ON[part]
+    return [other for part in parts for other in TRAINED_ON.get(part, ())
             if other not in parts and ckpt.has_part(folder, other)]
