@@ -36,6 +36,13 @@ def add_train_options(p: argparse.ArgumentParser, steps: int, batch: int, lr: fl
                         "(SyncBatchNorm) instead of each process's shard")
 
 
+def add_inverter_init_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--init-from", default=None, metavar="SET",
+                   help="warm start: begin from this model set's trained network of the same "
+                        "kind (e.g. the shipped set's, after a new generator; fresh "
+                        "optimiser); ignored when resuming")
+
+
 def add_augment_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment", action="store_true",
                    help="besides flips, random shifts and random erasing of the training "
@@ -98,6 +105,7 @@ def add_train(sub) -> None:
                    help="hold this many training persons out of the real batches, measure "
                         "retrieval among them at every save and export the best save "
                         "(early stopping; needs --data; default 0: off, the last save)")
+    add_inverter_init_option(p)
     add_augment_option(p)
     add_train_options(p, steps=20_000, batch=32, lr=1e-4, save_every=1000)
     p = nets.add_parser("img2noise", help="image -> noise (trained by reconstruction)")
@@ -110,6 +118,7 @@ def add_train(sub) -> None:
                    help="weight of the reconstruction loss through the sampler (default 1)")
     p.add_argument("--noise-weight", type=float, default=0.0,
                    help="weight of L1 to the known noise of generated images (default 0)")
+    add_inverter_init_option(p)
     add_train_options(p, steps=10_000, batch=16, lr=1e-4, save_every=500)
     train.set_defaults(func=run_train)
 
@@ -155,9 +164,9 @@ def run_train(args) -> None:
     elif args.network == "img2id":
         trainer = Img2IDTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts,
                                 args.data, args.real_fraction, args.bank, args.val_persons,
-                                Augment() if args.augment else None)
+                                Augment() if args.augment else None, args.init_from)
     else:
         trainer = Img2NoiseTrainer(args.checkpoint, work_dir_for(args, args.checkpoint), opts,
                                    args.data, args.generated_fraction, args.bank,
-                                   args.recon_weight, args.noise_weight)
+                                   args.recon_weight, args.noise_weight, args.init_from)
     trainer.run()

@@ -111,6 +111,17 @@ class ModelSetTrainer(Trainer):
         z = z.contiguous(memory_format=torch.channels_last)
         return self.generate_images(identity, z), identity.float(), z
 
+    def warm_started(self, module: torch.nn.Module, init_from: str | Path | None) -> torch.nn.Module:
+        """`module` with the weights of `init_from`'s trained part of the same name (a fresh
+        optimiser), so a new generator's inverter can go on from the old one's; a resumed
+        run's own state replaces them."""
+        if init_from is None:
+            return module
+        ckpt.verify(init_from)
+        ckpt.load_weights(init_from, self.part, module)
+        self.say(f"{self.part}: warm start from {init_from}")
+        return module
+
     def write(self, part: str) -> None:
         w = ckpt.ModelSetWriter(self.out)
         w.weights(part, self.ema.module)
@@ -152,7 +163,7 @@ class Img2IDTrainer(ModelSetTrainer):
 
     def __init__(self, checkpoint, work_dir, options, data: str | None = None,
                  real_fraction: float = 0.0, bank: int = 0, val_persons: int = 0,
-                 augment: Augment | None = None):
+                 augment: Augment | None = None, init_from: str | Path | None = None):
         super().__init__(checkpoint, work_dir, options)
         self.augment = augment
         if not 0.0 <= real_fraction <= 1.0:
@@ -168,7 +179,8 @@ class Img2IDTrainer(ModelSetTrainer):
         self.n_real = round(options.batch_size * real_fraction)
         if self.n_real < options.batch_size:  # generated images need the prior
             self.load_prior(bank)
-        self.setup(Img2ID(self.config.img2id, tuple(self.config.image_size)))
+        self.setup(self.warm_started(Img2ID(self.config.img2id, tuple(self.config.image_size)),
+                                     init_from))
 
     def losses(self):
         xs, targets = [], []
@@ -234,7 +246,7 @@ class Img2NoiseTrainer(ModelSetTrainer):
 
     def __init__(self, checkpoint, work_dir, options, data: str | None = None,
                  generated_fraction: float = 0.0, bank: int = 0, recon_weight: float = 1.0,
-                 noise_weight: float = 0.0):
+                 noise_weight: float = 0.0, init_from: str | Path | None = None):
         super().__init__(checkpoint, work_dir, options)
         if not 0.0 <= generated_fraction <= 1.0:
             raise ValueError(f"generated fraction must be within [0, 1], got {generated_fraction}")
@@ -250,7 +262,7 @@ class Img2NoiseTrainer(ModelSetTrainer):
         self.real = self.real_images(data) if self.n_gen < options.batch_size else None
         if self.n_gen:
             self.load_prior(bank)
-        self.setup(Img2Noise(self.config.img2noise))
+        self.setup(self.warm_started(Img2Noise(self.config.img2noise), init_from))
 
     def losses(self):
         xs, ids = [], []

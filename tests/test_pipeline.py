@@ -636,6 +636,39 @@ def test_img2noise_noise_regression_on_generated_images(trained, tmp_path):
     assert cli(*args, "--recon-weight", "0") == 2
 
 
+def test_inverters_warm_start_from_another_sets_weights(trained, tmp_path, capsys):
+    from core.models import Img2ID, Img2Noise
+
+    config = ckpt.read_config(trained.set)
+    nets = {"img2noise": lambda: Img2Noise(config.img2noise),
+            "img2id": lambda: Img2ID(config.img2id, tuple(config.image_size))}
+    extra = {"img2noise": ["--generated-fraction", 1, "--bank", 4, "--recon-weight", 0,
+                           "--noise-weight", 1], "img2id": []}
+    def trained_weights(folder, part):
+        net = ckpt.load_weights(folder, part, nets[part]())
+        return {k: v.detach().clone() for k, v in net.named_parameters()}
+
+    for part in nets:
+
+        shipped = trained_weights(trained.set, part)
+        # At learning rate 0 the exported network is exactly where training began.
+        for init, same in ((["--init-from", trained.set], True), ([], False)):
+            out = tmp_path / f"{part}-{same}"
+            shutil.copytree(trained.set, out)
+            assert cli("train", part, "--checkpoint", out, "--work-dir", tmp_path / f"w-{part}-{same}",
+                       "--steps", 1, "--batch-size", 4, "--lr", 0, *extra[part], *init) == 0
+            got = trained_weights(out, part)
+            assert all(torch.equal(got[k], shipped[k]) for k in shipped) == same, (part, same)
+    # A set without the part is a message naming it, not a stack trace.
+    bare = tmp_path / "bare"
+    shutil.copytree(trained.set, bare)
+    (bare / ckpt.part_files(bare, "img2noise")[0]).unlink()
+    ckpt.ModelSetWriter(bare).commit()
+    assert cli("train", "img2noise", "--checkpoint", tmp_path / "img2noise-True", "--steps", 1,
+               "--work-dir", tmp_path / "w-bare", *extra["img2noise"], "--init-from", bare) == 2
+    assert "has no img2noise" in capsys.readouterr().err
+
+
 def test_generator_guidance_option_is_stored_in_the_set(trained, tmp_path):
     out, work = tmp_path / "set", tmp_path / "work"
     shutil.copytree(trained.set, out)
