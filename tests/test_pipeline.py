@@ -644,12 +644,12 @@ def test_inverters_warm_start_from_another_sets_weights(trained, tmp_path, capsy
             "img2id": lambda: Img2ID(config.img2id, tuple(config.image_size))}
     extra = {"img2noise": ["--generated-fraction", 1, "--bank", 4, "--recon-weight", 0,
                            "--noise-weight", 1], "img2id": []}
+
     def trained_weights(folder, part):
         net = ckpt.load_weights(folder, part, nets[part]())
         return {k: v.detach().clone() for k, v in net.named_parameters()}
 
     for part in nets:
-
         shipped = trained_weights(trained.set, part)
         # At learning rate 0 the exported network is exactly where training began.
         for init, same in ((["--init-from", trained.set], True), ([], False)):
