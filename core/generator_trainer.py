@@ -44,9 +44,10 @@ class GeneratorTrainer(Trainer):
                              f"not {loss_weighting!r}")
         self.null_fraction, self.loss_weighting = null_fraction, loss_weighting
         saved, started = self.work_dir / "config.json", self.work_dir / "identities.json"
-        resuming = saved.is_file()
+        # A run killed before its first save has a config but no state: it warm-starts again.
+        begun, resuming = saved.is_file(), self.resuming
         self.dist.barrier()  # every rank has looked before rank 0 writes
-        if resuming:  # the architecture is the one training started with
+        if begun:  # the architecture is the one training started with
             self.config = ModelSetConfig.load(saved)
         elif init_from is not None:  # a warm start keeps the set's architecture and statistics
             if config is not None:
@@ -58,7 +59,7 @@ class GeneratorTrainer(Trainer):
         size = tuple(self.config.image_size)
         split = load_split(data, size)
         self.source = str(data)
-        if not resuming and init_from is None:
+        if not begun and init_from is None:
             fit_config(self.config, split)
         self.explicit = ("generator.guidance",) if guidance is not None else ()
         if guidance is not None:  # sampling only: may change when resuming
@@ -69,7 +70,7 @@ class GeneratorTrainer(Trainer):
         if started.is_file() and ckpt.read_identities(self.work_dir) != self.data.pids.tolist():
             raise ValueError(f"{data} does not hold the identities the run in {self.work_dir} "
                              "started with: pass the same training split (or another --work-dir)")
-        if self.dist.main and (not resuming or guidance is not None):
+        if self.dist.main and (not begun or guidance is not None):
             self.work_dir.mkdir(parents=True, exist_ok=True)
             ckpt.atomic_write(saved, self.config.save)
         if self.dist.main and not started.is_file():
@@ -84,6 +85,9 @@ class GeneratorTrainer(Trainer):
                                  "a warm start needs the same training split")
             ckpt.load_weights(init_from, "generator", generator)
             self.say(f"generator: warm start from {init_from}")
+        elif resuming:  # run() loads the saved state; an initialisation would be overwritten
+            if init_from is not None:
+                self.say(f"generator: resuming {self.work_dir}; --init-from {init_from} is not loaded")
         elif self.config.generator.id_init == "pca":
             with torch.no_grad():
                 x = self.normalizer.encode(self.data.images)

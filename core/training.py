@@ -100,6 +100,12 @@ class Trainer:
         """What a saved state belongs to (resuming checks the part)."""
         return {"part": self.part, "out": str(self.out.resolve())}
 
+    @property
+    def resuming(self) -> bool:
+        """Whether the work folder holds a saved state that `run` goes on from; its weights
+        then replace any warm start, so trainers skip loading one."""
+        return (self.work_dir / "latest.json").is_file()
+
     # --- the loop
     def randn(self, *shape) -> torch.Tensor:
         return torch.randn(*shape, generator=self.rng).to(self.device)

@@ -669,6 +669,19 @@ def test_inverters_warm_start_from_another_sets_weights(trained, tmp_path, capsy
     assert "has no img2noise" in capsys.readouterr().err
 
 
+def test_inverter_resume_does_not_reload_the_warm_start(trained, tmp_path, capsys):
+    out, work = tmp_path / "set", tmp_path / "work"
+    shutil.copytree(trained.set, out)
+    args = ["train", "img2id", "--checkpoint", out, "--work-dir", work, "--init-from",
+            trained.set, "--batch-size", 4, "--lr", 0, "--save-every", 1]
+    assert cli(*args, "--steps", 1) == 0
+    assert "img2id: warm start from" in capsys.readouterr().out
+    assert cli(*args, "--steps", 2) == 0
+    said = capsys.readouterr().out
+    assert "resuming img2id from step 1" in said and "is not loaded" in said
+    assert "warm start" not in said
+
+
 def test_generator_guidance_option_is_stored_in_the_set(trained, tmp_path):
     out, work = tmp_path / "set", tmp_path / "work"
     shutil.copytree(trained.set, out)
@@ -842,6 +855,29 @@ def test_generator_warm_start_begins_from_the_set(trained, tmp_path):
                "--batch-size", 4, "--lr", 1e-2, "--save-every", 2) == 0
     moved = generator_weights(tmp_path / "moved")
     assert any(not torch.equal(moved[k], source[k]) for k in learned)
+
+
+def test_generator_killed_before_its_first_save_warm_starts_again(trained, tmp_path, capsys):
+    out, work = tmp_path / "set", tmp_path / "work"
+    args = ["train", "generator", "--data", trained.train, "--out", out, "--work-dir", work,
+            "--init-from", trained.set, "--batch-size", 4, "--lr", 0, "--save-every", 2]
+    assert cli(*args, "--steps", 2) == 0
+    # Killed before the first save: config.json is written, no training state is.
+    for state in work.glob("step-*"):
+        shutil.rmtree(state)
+    (work / "latest.json").unlink()
+    shutil.rmtree(out)
+    assert cli(*args, "--steps", 2) == 0
+    source, warm = generator_weights(trained.set), generator_weights(out)
+    learned = [k for k in source if not k.split(".")[-1].startswith(("running_", "num_batches"))]
+    for k in learned:
+        torch.testing.assert_close(warm[k], source[k])
+    # With a saved state the run goes on from it and says the set is not loaded.
+    capsys.readouterr()
+    assert cli(*args, "--steps", 4) == 0
+    said = capsys.readouterr().out
+    assert "resuming generator from step 2" in said and "is not loaded" in said
+    assert "warm start" not in said
 
 
 def test_generator_warm_start_refuses_bad_input(trained, tmp_path, capsys):
