@@ -77,18 +77,14 @@ class GeneratorTrainer(Trainer):
             ckpt.write_json(started, {"pids": self.data.pids.tolist(), "source": self.source})
         self.id_lr_scale = id_lr_scale
         generator = Generator(self.config.generator)
-        if init_from is not None and not resuming:
-            # Warm start: the set's weights and identity table, a fresh optimiser. The table's
-            # rows are persons, so the set must have been trained on this very split.
-            if ckpt.read_identities(init_from) != self.data.pids.tolist():
-                raise ValueError(f"{init_from} was trained on other identities than {data}: "
-                                 "a warm start needs the same training split")
-            ckpt.load_weights(init_from, "generator", generator)
-            self.say(f"generator: warm start from {init_from}")
-        elif resuming:  # run() loads the saved state; an initialisation would be overwritten
-            if init_from is not None:
-                self.say(f"generator: resuming {self.work_dir}; --init-from {init_from} is not loaded")
-        elif self.config.generator.id_init == "pca":
+        if init_from is not None and not resuming and \
+                ckpt.read_identities(init_from) != self.data.pids.tolist():
+            # The warm start carries the identity table, whose rows are persons.
+            raise ValueError(f"{init_from} was trained on other identities than {data}: "
+                             "a warm start needs the same training split")
+        if init_from is not None:  # the set's weights and table, or nothing when resuming
+            self.warm_started(generator, init_from)
+        elif not resuming and self.config.generator.id_init == "pca":
             with torch.no_grad():
                 x = self.normalizer.encode(self.data.images)
                 generator.identities.weight.copy_(pca_identity_init(

@@ -111,20 +111,6 @@ class ModelSetTrainer(Trainer):
         z = z.contiguous(memory_format=torch.channels_last)
         return self.generate_images(identity, z), identity.float(), z
 
-    def warm_started(self, module: torch.nn.Module, init_from: str | Path | None) -> torch.nn.Module:
-        """`module` with the weights of `init_from`'s trained part of the same name (a fresh
-        optimiser), so a new generator's inverter can go on from the old one's. A resumed
-        run goes on from its own state instead."""
-        if init_from is None:
-            return module
-        ckpt.verify(init_from)
-        if self.resuming:
-            self.say(f"{self.part}: resuming {self.work_dir}; --init-from {init_from} is not loaded")
-            return module
-        ckpt.load_weights(init_from, self.part, module)
-        self.say(f"{self.part}: warm start from {init_from}")
-        return module
-
     def write(self, part: str) -> None:
         w = ckpt.ModelSetWriter(self.out)
         w.weights(part, self.ema.module)

@@ -106,6 +106,20 @@ class Trainer:
         then replace any warm start, so trainers skip loading one."""
         return (self.work_dir / "latest.json").is_file()
 
+    def warm_started(self, module: torch.nn.Module, init_from: str | Path | None) -> torch.nn.Module:
+        """`module` with the weights of `init_from`'s trained part of the same name (a fresh
+        optimiser), so training goes on from another set's network. A resumed run goes on
+        from its own state instead."""
+        if init_from is None:
+            return module
+        ckpt.verify(init_from)
+        if self.resuming:
+            self.say(f"{self.part}: resuming {self.work_dir}; --init-from {init_from} is not loaded")
+            return module
+        ckpt.load_weights(init_from, self.part, module)
+        self.say(f"{self.part}: warm start from {init_from}")
+        return module
+
     # --- the loop
     def randn(self, *shape) -> torch.Tensor:
         return torch.randn(*shape, generator=self.rng).to(self.device)
