@@ -44,7 +44,12 @@ def load_test(url: str, state, clients: int = 16, seconds: float = 60.0, seed: i
     deadline = time.monotonic() + seconds
 
     def client(i: int) -> None:
-        api = Client(url, verbose=False, ssl_verify=verifies_tls(url))
+        try:
+            api = Client(url, verbose=False, ssl_verify=verifies_tls(url))
+        except Exception as e:  # a client that cannot connect is a failure, not a silent thread death
+            with lock:
+                failures.append(f"connect: {type(e).__name__}: {str(e)[:200]}")
+            return
         requests = Requests(state, seed + i)
         n = i  # clients start on different panels
         while time.monotonic() < deadline:
@@ -79,9 +84,10 @@ def load_test(url: str, state, clients: int = 16, seconds: float = 60.0, seed: i
 
 
 def format_report(report: dict) -> str:
+    latency = ("no call answered" if report["p50_s"] is None
+               else f"p50 {report['p50_s']:.2f} s, p95 {report['p95_s']:.2f} s")
     lines = [f"{report['clients']} clients, {report['seconds']} s: {report['calls']} calls, "
-             f"{report['failed']} failed; p50 {report['p50_s']:.2f} s, p95 {report['p95_s']:.2f} s; "
-             f"peak memory {report['peak_rss_mb']:.0f} MB"]
+             f"{report['failed']} failed; {latency}; peak memory {report['peak_rss_mb']:.0f} MB"]
     for name, p in report["panels"].items():
         lines.append(f"  {name:<10} {p['calls']:>4} calls  p50 {p['p50_s']:.2f} s  p95 {p['p95_s']:.2f} s")
     lines += [f"  failure: {f}" for f in report["failures"]]

@@ -253,3 +253,23 @@ def test_load_test_serves_every_panel_without_failure(explorer_model_set, capsys
     assert report["failed"] == 0 and report["calls"] >= 6
     assert set(report["panels"]) == set(PANELS)
     assert report["peak_rss_mb"] > 0 and report["p95_s"] >= report["p50_s"] > 0
+
+
+def test_load_test_counts_a_client_that_cannot_connect_as_failed():
+    """Before, a client whose connection failed died silently, and the report said 0 failed."""
+    import socket
+
+    from explorer.loadtest import format_report, load_test
+
+    class NoBackground:
+        def wait_background(self):
+            pass
+
+    with socket.socket() as s:  # a port nothing listens on once it is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    report = load_test(f"http://127.0.0.1:{port}/", NoBackground(), clients=2, seconds=1,
+                       log=lambda _: None)
+    assert report["failed"] == 2 and report["calls"] == 2
+    assert all(f.startswith("connect: ") for f in report["failures"])
+    assert "2 failed; no call answered" in format_report(report)
