@@ -134,7 +134,7 @@ def run_diagnose(args) -> None:
         rows, crops = rec.choose_persons(split.pids, model.pids, args.persons, args.pictures,
                                          args.seed)
         noises = model.noise(args.pictures, seed=args.seed)
-        result = {"encoder": str(args.encoder), "data": str(data), "persons": len(rows),
+        result = {"encoder": _as_typed_here(args.encoder), "data": str(data), "persons": len(rows),
                   "pictures_per_person": args.pictures, "real_crops": len(split.pids),
                   "real": _rounded(rec.real_reference(real, crops))}
     for w in weights:
@@ -155,6 +155,15 @@ def run_diagnose(args) -> None:
 
 def _rounded(figures: dict) -> dict:
     return {k: round(v, 4) for k, v in figures.items()}
+
+
+def _as_typed_here(path: str) -> str:
+    """`path` relative to the working folder when it lies inside it: the default encoder is an
+    absolute path, and a report saved into a set must not carry this machine's folders."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _training_source(checkpoint: str) -> str:

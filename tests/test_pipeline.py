@@ -787,7 +787,7 @@ def test_diagnose_reports_identity_shares(trained, capsys):
 
 
 def test_diagnose_recognisability_judges_pictures_by_an_outside_encoder(trained, capsys,
-                                                                        private_cache):
+                                                                        private_cache, monkeypatch):
     # The set's own img2id stands in for an encoder trained on real crops.
     capsys.readouterr()
     assert cli("diagnose", "--checkpoint", trained.set, "--data", trained.train, "--guidance", "0,2",
@@ -796,6 +796,7 @@ def test_diagnose_recognisability_judges_pictures_by_an_outside_encoder(trained,
     rec = json.loads(capsys.readouterr().out)["recognisability"]
     assert len(list((private_cache / "diagnose").glob("real-features-*.npz"))) == 1
     assert rec["persons"] == 3 and rec["pictures_per_person"] == 2 and rec["real_crops"] == 16
+    assert rec["encoder"] == str(trained.set)  # outside the working folder: as given
     for key in ("real", "generated_guidance_0", "generated_guidance_2"):
         assert 0.0 <= rec[key]["mAP"] <= 1.0 and 0.0 <= rec[key]["rank1"] <= 1.0
         assert rec[key]["frechet"] >= -1e-6
@@ -813,12 +814,14 @@ def test_diagnose_recognisability_judges_pictures_by_an_outside_encoder(trained,
     assert "--data" in capsys.readouterr().err
     # --save keeps the measure in the set, where the explorer reads it; the set still loads.
     assert load_diagnosis(elsewhere) is None
+    monkeypatch.chdir(trained.root)  # the saved report names the encoder as typed from here
     assert cli("diagnose", "--checkpoint", elsewhere, "--data", trained.train, "--guidance", "2",
                "--identities", 2, "--noises", 2, "--per-identity", 4, "--encoder", trained.set,
                "--persons", 3, "--pictures", 2, "--save") == 0
     printed = json.loads(capsys.readouterr().out)
     saved = load_diagnosis(elsewhere)
     assert saved["recognisability"] == printed["recognisability"]
+    assert saved["recognisability"]["encoder"] == "set"
     assert saved["command"].startswith("genreid diagnose --checkpoint")
     at2 = recognisability_at(saved, 2.0)
     assert at2["mAP"] == printed["recognisability"]["generated_guidance_2"]["mAP"]
