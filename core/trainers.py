@@ -270,7 +270,8 @@ class Img2NoiseTrainer(ModelSetTrainer):
             x_hat = generate(self.generator, torch.cat(ids), z, self.config.schedule)
             out["recon"] = F.l1_loss(x_hat.float(), x)
         if self.noise_weight:
-            out["noise"] = F.l1_loss(z[len(z) - self.n_gen:].float(), z_true)
+            # the generated rows come last; under torchrun this rank holds only its share of them
+            out["noise"] = F.l1_loss(z[len(z) - len(z_true):].float(), z_true)
         return {"loss": self.recon_weight * out.get("recon", 0.0)
                 + self.noise_weight * out.get("noise", 0.0), **out}
 
