@@ -16,6 +16,7 @@ gradients: one step on N processes equals one step on one process over the same 
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 
@@ -132,5 +133,8 @@ def teardown(wait: bool = True) -> None:
     if dist.is_initialized():
         if wait:
             dist.barrier()
+        # DDP wrappers left in reference cycles would otherwise be freed at interpreter exit,
+        # after the group is gone, with gloo's worker threads still holding their work
+        gc.collect()
         dist.destroy_process_group()
     _context = Context()
