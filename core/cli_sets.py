@@ -97,8 +97,10 @@ def add_replace(sub) -> None:
     p = sub.add_parser("replace", help="replace parts of a model set by another set's, e.g. a "
                        "generator trained on from it (same persons and architecture)")
     p.add_argument("--checkpoint", required=True, help="model-set folder to change in place")
-    p.add_argument("--from", dest="source", required=True,
-                   help="model set to take the parts from (e.g. the --out of a warm start)")
+    p.add_argument("--from", dest="source", required=True, nargs="+", metavar="SET",
+                   help="model set to take the parts from (e.g. the --out of a warm start); "
+                   "with several sets, each part becomes the mean of their weights (e.g. "
+                   "copies of one run's --out taken during training)")
     p.add_argument("--parts", required=True, type=parse_parts,
                    help="comma-separated parts, e.g. generator")
     p.set_defaults(func=run_replace)
@@ -108,7 +110,8 @@ def run_replace(args) -> None:
     from .set_tools import replace_parts
 
     stale = replace_parts(args.checkpoint, args.source, args.parts)
-    print(json.dumps({"checkpoint": str(args.checkpoint), "from": str(args.source),
+    source = args.source[0] if len(args.source) == 1 else args.source
+    print(json.dumps({"checkpoint": str(args.checkpoint), "from": source,
                       "replaced": args.parts, "trained_on_the_old": stale}))
     if stale:
         print(f"note: {', '.join(stale)} of {args.checkpoint} were trained on the replaced "

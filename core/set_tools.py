@@ -5,6 +5,7 @@ validated, then committed with the manifest.
     configure_set("checkpoints/default", {"img2id.flip": True, "generator.guidance": 2.0})
     store_parts("checkpoints/default", {"img2id": "int8", "img2noise": "int8"})
     replace_parts("checkpoints/default", "runs/more/set", ["generator"])
+    replace_parts("runs/avg", ["runs/snap/a", "runs/snap/b"], ["generator"])  # their mean
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import dataclasses
 import json
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from . import checkpoint as ckpt
 from .config import ModelSetConfig, setting_parent
@@ -91,30 +94,55 @@ TRAINED_ON = {
 }
 
 
-def replace_parts(folder: str | Path, source: str | Path, parts: list[str]) -> list[str]:
+def average_state(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The uniform mean of several state dicts of one architecture, in float32; integer
+    buffers (BatchNorm's step counter) are the last one's. Averaging snapshots of one run
+    smooths the steps' noise beyond what the training EMA keeps (checkpoint averaging)."""
+    mean = {}
+    for name, last in states[-1].items():
+        if last.is_floating_point():
+            mean[name] = torch.stack([s[name].float() for s in states]).mean(0)
+        else:
+            mean[name] = last
+    return mean
+
+
+def replace_parts(folder: str | Path, source, parts: list[str]) -> list[str]:
     """Replace parts of the set in `folder` by `source`'s, e.g. a generator trained on from
-    it (`genreid train generator --init-from`). Both sets must hold the same persons and the
-    source's weights must load into the set's own architecture; the set keeps its settings
-    and storage. Returns the set's other parts that were trained on a replaced one."""
-    folder, source = Path(folder), Path(source)
+    it (`genreid train generator --init-from`). With a list of sources, each part becomes
+    the mean of their weights (e.g. snapshots of one run's --out, see `average_state`).
+    Every source must hold the set's persons and its weights must load into the set's own
+    architecture; the set keeps its settings and storage. Returns the set's other parts
+    that were trained on a replaced one."""
+    folder = Path(folder)
+    sources = [Path(s) for s in ([source] if isinstance(source, (str, Path)) else source)]
     if not parts:
         raise ValueError(f"name at least one part to replace; parts: {', '.join(ckpt.PARTS)}")
+    if not sources:
+        raise ValueError("name at least one set to take the parts from")
     _check_part_names(parts)
     ckpt.verify(folder)
-    ckpt.verify(source)
-    missing = [part for part in parts if not ckpt.has_part(source, part)]
-    if missing:
-        raise ValueError(f"{source} has no {', '.join(missing)} to take")
-    if ckpt.read_identities(source) != ckpt.read_identities(folder):
-        # the identity table's rows, and every vector the other parts learned, are these persons
-        raise ValueError(f"{source} and {folder} hold different persons (identities.json)")
+    for source in sources:
+        ckpt.verify(source)
+        missing = [part for part in parts if not ckpt.has_part(source, part)]
+        if missing:
+            raise ValueError(f"{source} has no {', '.join(missing)} to take")
+        if ckpt.read_identities(source) != ckpt.read_identities(folder):
+            # the identity table's rows, and every vector the other parts learned, are these persons
+            raise ValueError(f"{source} and {folder} hold different persons (identities.json)")
     config = ckpt.read_config(folder)
     writer = ckpt.ModelSetWriter(folder)
     for part in parts:
-        try:
-            network = ckpt.load_weights(source, part, build_network(part, config))
-        except ckpt.CheckpointError as e:
-            raise ValueError(f"{source}'s {part} does not fit {folder}'s architecture ({e})") from None
+        states = []
+        for source in sources:
+            try:
+                network = ckpt.load_weights(source, part, build_network(part, config))
+            except ckpt.CheckpointError as e:
+                raise ValueError(f"{source}'s {part} does not fit {folder}'s architecture "
+                                 f"({e})") from None
+            states.append(network.state_dict())
+        if len(states) > 1:
+            network.load_state_dict(average_state(states))
         writer.weights(part, network)
     writer.commit()
     return [other for part in parts for other in TRAINED_ON.get(part, ())

@@ -219,12 +219,12 @@ def test_a_resumed_export_keeps_the_settings_and_storage_given_to_the_set(market
     assert ckpt.read_config(base).img2id.flip
 
 
-def _changed_generator_set(source, folder, config=None):
+def _changed_generator_set(source, folder, config=None, seed=7):
     """A copy of `source` whose generator has other weights (as after more training), or, with
     `config`, another architecture."""
     shutil.copytree(source, folder)
     config = config or ckpt.read_config(folder)
-    torch.manual_seed(7)
+    torch.manual_seed(seed)
     net = Generator(config.generator)
     w = ckpt.ModelSetWriter(folder)
     w.config(config)
@@ -257,6 +257,41 @@ def test_genreid_replace_takes_a_part_from_another_set_and_names_what_is_stale(
     assert ckpt.part_files(folder, "img2id") == img2id_before
     model = GenReID.load(folder, device="cpu", precision="fp32")
     assert model.generate(model.table_identities([0]), model.noise(1, seed=0)).shape[0] == 1
+
+
+def test_genreid_replace_from_several_sets_takes_the_mean_of_their_weights(
+        explorer_model_set, tmp_path, capsys):
+    folder = tmp_path / "set"
+    shutil.copytree(explorer_model_set.full, folder)
+    snapshots = [tmp_path / f"snap{i}" for i in range(3)]
+    nets = [_changed_generator_set(explorer_model_set.generator_only, s, seed=i)
+            for i, s in enumerate(snapshots)]
+    assert cli.main(["replace", "--checkpoint", str(folder), "--from", *map(str, snapshots),
+                     "--parts", "generator"]) == 0
+    assert json.loads(capsys.readouterr().out)["from"] == list(map(str, snapshots))
+    config = ckpt.read_config(folder)
+    loaded = ckpt.load_weights(folder, "generator", Generator(config.generator)).state_dict()
+    checked = 0
+    for name, a in loaded.items():
+        stored = [n.state_dict()[name] for n in nets]  # each snapshot was stored in float16
+        if not a.is_floating_point():
+            assert torch.equal(a, stored[-1]), name
+            continue
+        mean = torch.stack([s.half().float() for s in stored]).mean(0)
+        assert torch.equal(a, mean.half().float()), name
+        checked += int(not torch.equal(stored[0], stored[1]))
+    assert checked > 10  # the snapshots differ, so the mean is none of them
+    # one source of other persons among several refuses the whole change
+    others = tmp_path / "others"
+    _changed_generator_set(explorer_model_set.generator_only, others)
+    w = ckpt.ModelSetWriter(others)
+    w.identities(list(reversed(ckpt.read_identities(others))), "shuffled")
+    w.commit()
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    assert cli.main(["replace", "--checkpoint", str(folder), "--from", str(snapshots[0]),
+                     str(others), "--parts", "generator"]) == 2
+    assert "different persons" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
 def test_genreid_replace_refuses_other_persons_architectures_and_missing_parts(
