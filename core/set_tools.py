@@ -122,12 +122,13 @@ def replace_parts(folder: str | Path, source, parts: list[str]) -> list[str]:
         raise ValueError("name at least one set to take the parts from")
     _check_part_names(parts)
     ckpt.verify(folder)
+    persons = ckpt.read_identities(folder)
     for source in sources:
         ckpt.verify(source)
         missing = [part for part in parts if not ckpt.has_part(source, part)]
         if missing:
             raise ValueError(f"{source} has no {', '.join(missing)} to take")
-        if ckpt.read_identities(source) != ckpt.read_identities(folder):
+        if ckpt.read_identities(source) != persons:
             # the identity table's rows, and every vector the other parts learned, are these persons
             raise ValueError(f"{source} and {folder} hold different persons (identities.json)")
     config = ckpt.read_config(folder)
