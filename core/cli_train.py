@@ -22,6 +22,10 @@ def add_train_options(p: argparse.ArgumentParser, steps: int, batch: int, lr: fl
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=save_every,
                    help="steps between checkpoints (default %(default)s)")
+    p.add_argument("--keep-every", type=int, default=0, metavar="STEPS",
+                   help="also keep a copy of the exported set every STEPS steps (a multiple "
+                        "of --save-every) in WORK_DIR/kept/, to average a run's last stretch "
+                        "with `genreid replace --from WORK_DIR/kept/*` (default 0: none)")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto: bf16 autocast where the hardware has it natively (CUDA, "
@@ -140,9 +144,15 @@ def run_train(args) -> None:
     from .trainers import Img2IDTrainer, Img2NoiseTrainer, PreviewTrainer, PriorTrainer
     from .training import TrainOptions
 
+    if args.save_every < 1:
+        raise ValueError(f"--save-every must be at least 1 step (got {args.save_every})")
+    if args.keep_every < 0 or args.keep_every % args.save_every:
+        raise ValueError(f"--keep-every {args.keep_every} must be a multiple of --save-every "
+                         f"{args.save_every} (the steps at which the run saves), or 0")
     opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                         warmup=args.warmup, ema_decay=args.ema_decay, seed=args.seed,
-                        save_every=args.save_every, device=args.device, precision=args.precision,
+                        save_every=args.save_every, keep_every=args.keep_every,
+                        device=args.device, precision=args.precision,
                         sample_every=getattr(args, "sample_every", 0), sync_bn=args.sync_bn,
                         time_limit=args.time_limit)
     if args.network == "generator":

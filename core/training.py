@@ -11,6 +11,8 @@ receives half-precision EMA weights at every save.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +39,9 @@ class TrainOptions:
     ema_decay: float = 0.999
     seed: int = 0
     save_every: int = 1000
+    # Steps between kept copies of the exported set (WORK_DIR/kept/set-STEP; 0: none), for a
+    # post-hoc mean of a run's last stretch (`genreid replace --from WORK_DIR/kept/*`).
+    keep_every: int = 0
     sample_every: int = 0  # generator only: sample a grid and log the identity share
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16
@@ -239,3 +244,15 @@ class Trainer:
                                  self.optimizer, self.identity(),
                                  {"batch": self.rng.get_state(), "torch": torch.get_rng_state()})
         self.export()
+        if self.opt.keep_every and step % self.opt.keep_every == 0:
+            self.keep(step)
+
+    def keep(self, step: int) -> None:
+        """Copy the just-exported set to WORK_DIR/kept/set-STEP: copied under a hidden name,
+        then renamed, so that a kill mid-copy leaves nothing that `kept/*` would match."""
+        kept = self.work_dir / "kept" / f"set-{step:08d}"
+        partial = kept.with_name(f".{kept.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(self.out, partial)
+        shutil.rmtree(kept, ignore_errors=True)  # a resumed run passing the step again
+        os.replace(partial, kept)

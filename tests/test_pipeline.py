@@ -218,6 +218,27 @@ def test_time_limit_saves_where_it_stops_and_the_same_command_goes_on(trained, t
             assert torch.allclose(a[k].float(), b[k].float(), rtol=0, atol=atol), (name, k)
 
 
+def test_keep_every_keeps_verified_copies_that_average_into_the_set(trained, tmp_path, capsys):
+    out, work = tmp_path / "set", tmp_path / "work"
+    args = generator_args(trained.train, out, work, trained.config, steps=4)
+    assert cli(*args, "--keep-every", 3) == 2  # not a step at which the run saves
+    assert "must be a multiple of --save-every 2" in capsys.readouterr().err
+    assert not work.exists()
+    assert cli(*args, "--keep-every", 2) == 0
+    kept = sorted((work / "kept").iterdir())
+    assert [k.name for k in kept] == ["set-00000002", "set-00000004"]  # nothing half-copied
+    for k in kept:
+        ckpt.verify(k)
+    assert ckpt.read_manifest(kept[-1]) == ckpt.read_manifest(out)  # the last is the export
+    assert ckpt.read_manifest(kept[0]) != ckpt.read_manifest(out)
+    # The kept copies are what `replace --from` averages.
+    mean = tmp_path / "mean"
+    shutil.copytree(out, mean)
+    assert cli("replace", "--checkpoint", mean, "--from", *kept, "--parts", "generator") == 0
+    ckpt.verify(mean)
+    assert ckpt.part_files(mean, "generator") not in (ckpt.part_files(k, "generator") for k in kept)
+
+
 def test_resume_keeps_the_started_architecture(trained, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(trained.work("generator"), work)
