@@ -18,6 +18,7 @@ from .files import atomic_write
 
 KEYS = ("images", "identities", "noises")
 CHUNK = 64  # pictures generated per call
+SAVE_EVERY = 1024  # pictures between saves of a bank in progress (a multiple of CHUNK)
 
 # Makes n triples (images, identities, noises) from a seeded generator of random numbers.
 Make = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -30,16 +31,37 @@ def bank_path(work_dir: Path, size: int, seed: int) -> Path:
 
 def write_bank(path: Path, size: int, seed: int, make: Make) -> None:
     """Generate `size` triples in chunks and write them in one atomic file: pictures and
-    noises in half precision (they are 8-bit pictures and unit Gaussians), identities float32."""
+    noises in half precision (they are 8-bit pictures and unit Gaussians), identities float32.
+    Every SAVE_EVERY pictures the bank so far and the random state are saved beside it
+    (hidden, .partial), so a killed run goes on where it stopped and ends with the very bank
+    an uninterrupted one writes: a large bank takes most of an hour on a CPU."""
+    partial = path.with_name(f".{path.name}.partial")
     rng = torch.Generator().manual_seed(seed)
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in KEYS}
-    for start in tqdm(range(0, size, CHUNK), desc="generating the bank", dynamic_ncols=True):
-        x, identity, z = make(min(CHUNK, size - start), rng)
+    done = 0
+    if partial.is_file():
+        saved = load_file(str(partial))
+        rng.set_state(saved.pop("rng"))
+        for k in KEYS:
+            parts[k].append(saved[k])
+        done = len(saved["images"])
+    bar = tqdm(total=size, initial=done, unit="picture", desc="generating the bank",
+               dynamic_ncols=True)
+    while done < size:
+        x, identity, z = make(min(CHUNK, size - done), rng)
         parts["images"].append(x.half().cpu())
         parts["identities"].append(identity.float().cpu())
         parts["noises"].append(z.half().cpu())
+        done += len(x)
+        bar.update(len(x))
+        if done < size and done % SAVE_EVERY == 0:
+            parts = {k: [torch.cat(v)] for k, v in parts.items()}
+            state = {**{k: v[0] for k, v in parts.items()}, "rng": rng.get_state()}
+            atomic_write(partial, lambda p, state=state: save_file(state, str(p)))
+    bar.close()
     bank = {k: torch.cat(v).contiguous() for k, v in parts.items()}
     atomic_write(path, lambda p: save_file(bank, str(p)))
+    partial.unlink(missing_ok=True)
 
 
 def load_bank(path: Path, device: torch.device) -> dict[str, torch.Tensor]:

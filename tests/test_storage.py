@@ -318,3 +318,35 @@ def test_genreid_replace_refuses_other_persons_architectures_and_missing_parts(
                          "--parts", parts]) == 2, message
         assert message in capsys.readouterr().err, message
         assert {p.name: p.read_bytes() for p in folder.iterdir()} == before, message
+
+
+def test_a_killed_bank_goes_on_where_it_stopped_and_ends_as_an_uninterrupted_one(
+        tmp_path, monkeypatch):
+    from core import bank as banks
+    monkeypatch.setattr(banks, "CHUNK", 2)
+    monkeypatch.setattr(banks, "SAVE_EVERY", 4)
+    calls = []
+
+    def make(n, rng, fail_at=None):
+        calls.append(n)
+        if len(calls) == fail_at:
+            raise KeyboardInterrupt
+        z = torch.randn(n, 3, 4, 2, generator=rng)
+        return z.clamp(-1, 1), torch.randn(n, 5, generator=rng), z
+
+    straight = tmp_path / "bank-10-seed1.safetensors"
+    banks.write_bank(straight, 10, seed=1, make=make)
+    killed = tmp_path / "killed" / straight.name
+    killed.parent.mkdir()
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):  # in the fourth chunk, after the save at 4 pictures
+        banks.write_bank(killed, 10, seed=1, make=lambda n, rng: make(n, rng, fail_at=4))
+    assert not killed.exists() and list(killed.parent.glob("*.safetensors")) == []
+    calls.clear()
+    banks.write_bank(killed, 10, seed=1, make=make)
+    assert calls == [2, 2, 2]  # pictures 4-9 only
+    a, b = load_file(str(straight)), load_file(str(killed))
+    assert a.keys() == b.keys() == set(banks.KEYS)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert list(killed.parent.iterdir()) == [killed]  # the partial file is gone
