@@ -11,7 +11,6 @@ receives half-precision EMA weights at every save.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from . import distributed
 from .config import ModelSetConfig
 from .data import Split
 from .device import autocast
+from .files import atomic_write
 from .images import channel_stats
 
 
@@ -248,11 +248,8 @@ class Trainer:
             self.keep(step)
 
     def keep(self, step: int) -> None:
-        """Copy the just-exported set to WORK_DIR/kept/set-STEP: copied under a hidden name,
-        then renamed, so that a kill mid-copy leaves nothing that `kept/*` would match."""
+        """Copy the just-exported set to WORK_DIR/kept/set-STEP, atomically: a kill mid-copy
+        leaves only a hidden temporary folder, which `kept/*` does not match."""
         kept = self.work_dir / "kept" / f"set-{step:08d}"
-        partial = kept.with_name(f".{kept.name}.partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(self.out, partial)
-        shutil.rmtree(kept, ignore_errors=True)  # a resumed run passing the step again
-        os.replace(partial, kept)
+        atomic_write(kept, lambda tmp: shutil.copytree(self.out, tmp, dirs_exist_ok=True),
+                     folder=True)
