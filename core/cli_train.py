@@ -18,6 +18,9 @@ def add_train_options(p: argparse.ArgumentParser, steps: int, batch: int, lr: fl
     p.add_argument("--batch-size", type=int, default=batch, help="default %(default)s")
     p.add_argument("--lr", type=float, default=lr, help="Adam learning rate (default %(default)s)")
     p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps (default 0)")
+    p.add_argument("--decay", type=int, default=0, metavar="STEPS",
+                   help="lower the rate to 0 along a half cosine over the last STEPS steps "
+                        "before --steps, so the run ends annealed (default 0: constant)")
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=save_every,
@@ -146,11 +149,14 @@ def run_train(args) -> None:
 
     if args.save_every < 1:
         raise ValueError(f"--save-every must be at least 1 step (got {args.save_every})")
+    if not 0 <= args.decay <= args.steps:
+        raise ValueError(f"--decay {args.decay} must be between 0 and --steps {args.steps}")
     if args.keep_every < 0 or args.keep_every % args.save_every:
         raise ValueError(f"--keep-every {args.keep_every} must be a multiple of --save-every "
                          f"{args.save_every} (the steps at which the run saves), or 0")
     opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                        warmup=args.warmup, ema_decay=args.ema_decay, seed=args.seed,
+                        warmup=args.warmup, decay=args.decay, ema_decay=args.ema_decay,
+                        seed=args.seed,
                         save_every=args.save_every, keep_every=args.keep_every,
                         device=args.device, precision=args.precision,
                         sample_every=getattr(args, "sample_every", 0), sync_bn=args.sync_bn,

@@ -11,6 +11,7 @@ receives half-precision EMA weights at every save.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ class TrainOptions:
     batch_size: int = 16
     lr: float = 1e-4
     warmup: int = 0  # linear learning-rate warm-up steps
+    # The last `decay` steps before `steps` lower the rate to 0 along a half cosine (0: constant
+    # after the warm-up): a run that ends annealed, rather than at a noisy constant-rate iterate.
+    decay: int = 0
     ema_decay: float = 0.999
     seed: int = 0
     save_every: int = 1000
@@ -51,6 +55,16 @@ class TrainOptions:
     # Seconds of training after which the run saves (and exports) at the step it is on and
     # stops, resumable by the same command: for machines lent by the call (a GPU for 10 minutes).
     time_limit: float | None = None
+
+
+def lr_factor(step: int, opt: TrainOptions) -> float:
+    """The learning rate at `step` (0-based) as a fraction of --lr: linear warm-up, constant,
+    then a half-cosine decay to 0 over the last `opt.decay` steps."""
+    warm = min(1.0, (step + 1) / opt.warmup) if opt.warmup else 1.0
+    into_decay = step - (opt.steps - opt.decay)
+    if opt.decay and into_decay >= 0:
+        return warm * 0.5 * (1.0 + math.cos(math.pi * into_decay / opt.decay))
+    return warm
 
 
 def ema_with_warmup(decay: float):
@@ -189,9 +203,9 @@ class Trainer:
         t0, seen = time.time(), 0
         started = time.monotonic()
         for step in bar:
-            warm = min(1.0, (step + 1) / self.opt.warmup) if self.opt.warmup else 1.0
+            factor = lr_factor(step, self.opt)
             for g in self.optimizer.param_groups:
-                g["lr"] = g["base_lr"] * warm
+                g["lr"] = g["base_lr"] * factor
             with autocast(self.device, self.opt.precision):
                 losses = self.losses()
             loss = self.dist.mean(losses["loss"])  # every rank stops together

@@ -898,6 +898,18 @@ def test_ema_warm_up_follows_the_live_weights_early():
     assert torch.allclose(f(torch.zeros(1), torch.ones(1), torch.tensor(10**6)), torch.tensor([0.001]))
 
 
+def test_learning_rate_warms_up_holds_then_anneals_to_zero():
+    from core.training import TrainOptions, lr_factor
+
+    opt = TrainOptions(steps=100, warmup=10, decay=40)
+    f = [lr_factor(step, opt) for step in range(100)]
+    assert f[0] == 0.1 and f[9] == 1.0  # linear warm-up
+    assert f[10:60] == [1.0] * 50  # constant until the last 40 steps
+    assert all(a > b for a, b in zip(f[60:], f[61:]))  # then strictly down ...
+    assert f[79] > 0.5 > f[81] and 0 < f[99] < 0.002  # ... along a half cosine, to near 0
+    assert [lr_factor(s, TrainOptions(steps=100, warmup=10)) for s in range(10, 100)] == [1.0] * 90
+
+
 def test_identity_guidance_extrapolates_away_from_the_null_identity():
     from core.pipeline import guided
 

@@ -8,6 +8,7 @@ Market-1501-style dataset of conftest.py; the tests then read that set. Tests th
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -237,6 +238,18 @@ def test_keep_every_keeps_verified_copies_that_average_into_the_set(trained, tmp
     assert cli("replace", "--checkpoint", mean, "--from", *kept, "--parts", "generator") == 0
     ckpt.verify(mean)
     assert ckpt.part_files(mean, "generator") not in (ckpt.part_files(k, "generator") for k in kept)
+
+
+def test_decay_ends_the_run_at_an_annealed_rate(trained, tmp_path, capsys):
+    out, work = tmp_path / "set", tmp_path / "work"
+    args = generator_args(trained.train, out, work, trained.config, steps=4)
+    assert cli(*args, "--decay", 5) == 2
+    assert "--decay 5 must be between 0 and --steps 4" in capsys.readouterr().err
+    assert cli(*args, "--lr", "1e-3", "--decay", 4) == 0
+    state = json.loads((work / "step-00000004" / "state.json").read_text())
+    # The last of 4 steps ran at 0.5 * (1 + cos(3/4 pi)) of --lr, for both parameter groups.
+    rates = [g["lr"] / g["base_lr"] for g in state["optimizer"]["param_groups"]]
+    assert rates == pytest.approx([0.5 * (1 + math.cos(0.75 * math.pi))] * 2)
 
 
 def test_resume_keeps_the_started_architecture(trained, tmp_path):
