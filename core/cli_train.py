@@ -21,6 +21,9 @@ def add_train_options(p: argparse.ArgumentParser, steps: int, batch: int, lr: fl
     p.add_argument("--decay", type=int, default=0, metavar="STEPS",
                    help="lower the rate to 0 along a half cosine over the last STEPS steps "
                         "before --steps, so the run ends annealed (default 0: constant)")
+    p.add_argument("--decay-seconds", type=float, default=0.0, metavar="SECONDS",
+                   help="the same decay over the last SECONDS of --time-limit instead, for a "
+                        "machine whose steps per second are not known beforehand (default 0)")
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save-every", type=int, default=save_every,
@@ -151,11 +154,18 @@ def run_train(args) -> None:
         raise ValueError(f"--save-every must be at least 1 step (got {args.save_every})")
     if not 0 <= args.decay <= args.steps:
         raise ValueError(f"--decay {args.decay} must be between 0 and --steps {args.steps}")
+    if args.decay_seconds:
+        if args.decay:
+            raise ValueError("--decay (steps) and --decay-seconds (time) both set: choose one")
+        if args.time_limit is None or not 0 < args.decay_seconds <= args.time_limit:
+            raise ValueError(f"--decay-seconds {args.decay_seconds:g} needs --time-limit, at "
+                             "least as long (the decay ends where the time limit stops the run)")
     if args.keep_every < 0 or args.keep_every % args.save_every:
         raise ValueError(f"--keep-every {args.keep_every} must be a multiple of --save-every "
                          f"{args.save_every} (the steps at which the run saves), or 0")
     opts = TrainOptions(steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                        warmup=args.warmup, decay=args.decay, ema_decay=args.ema_decay,
+                        warmup=args.warmup, decay=args.decay,
+                        decay_seconds=args.decay_seconds, ema_decay=args.ema_decay,
                         seed=args.seed,
                         save_every=args.save_every, keep_every=args.keep_every,
                         device=args.device, precision=args.precision,

@@ -40,6 +40,9 @@ class TrainOptions:
     # The last `decay` steps before `steps` lower the rate to 0 along a half cosine (0: constant
     # after the warm-up): a run that ends annealed, rather than at a noisy constant-rate iterate.
     decay: int = 0
+    # The same half cosine over the last `decay_seconds` of --time-limit instead of over steps:
+    # for a machine lent for minutes, whose steps per second are not known beforehand.
+    decay_seconds: float = 0.0
     ema_decay: float = 0.999
     seed: int = 0
     save_every: int = 1000
@@ -57,14 +60,20 @@ class TrainOptions:
     time_limit: float | None = None
 
 
-def lr_factor(step: int, opt: TrainOptions) -> float:
+def lr_factor(step: int, opt: TrainOptions, elapsed: float = 0.0) -> float:
     """The learning rate at `step` (0-based) as a fraction of --lr: linear warm-up, constant,
-    then a half-cosine decay to 0 over the last `opt.decay` steps."""
+    then a half-cosine decay to 0 over the last `opt.decay` steps, or over the last
+    `opt.decay_seconds` of `opt.time_limit` (`elapsed`: seconds this invocation has trained)."""
     warm = min(1.0, (step + 1) / opt.warmup) if opt.warmup else 1.0
-    into_decay = step - (opt.steps - opt.decay)
-    if opt.decay and into_decay >= 0:
-        return warm * 0.5 * (1.0 + math.cos(math.pi * into_decay / opt.decay))
-    return warm
+    if opt.decay:
+        into, length = step - (opt.steps - opt.decay), opt.decay
+    elif opt.decay_seconds and opt.time_limit:
+        into, length = elapsed - (opt.time_limit - opt.decay_seconds), opt.decay_seconds
+    else:
+        return warm
+    if into < 0:
+        return warm
+    return warm * 0.5 * (1.0 + math.cos(math.pi * min(1.0, into / length)))
 
 
 def ema_with_warmup(decay: float):
@@ -201,9 +210,9 @@ class Trainer:
                    disable=not self.dist.main)
         running: dict[str, float] = {}
         t0, seen = time.time(), 0
-        started = time.monotonic()
+        started, elapsed = time.monotonic(), 0.0
         for step in bar:
-            factor = lr_factor(step, self.opt)
+            factor = lr_factor(step, self.opt, elapsed)
             for g in self.optimizer.param_groups:
                 g["lr"] = g["base_lr"] * factor
             with autocast(self.device, self.opt.precision):
@@ -222,7 +231,8 @@ class Trainer:
                 running[k] = 0.98 * running.get(k, v.item()) + 0.02 * v.item()
             bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
             done = step + 1
-            out_of_time = self.out_of_time(started)
+            elapsed = self.elapsed(started)
+            out_of_time = self.opt.time_limit is not None and elapsed >= self.opt.time_limit
             if done % self.opt.save_every == 0 or done == self.opt.steps or out_of_time:
                 averaged = self.dist.mean(torch.tensor(list(running.values()), dtype=torch.float64,
                                                        device=self.device)).tolist()
@@ -240,14 +250,13 @@ class Trainer:
                          f"{done}; saved (run the same command to go on)")
                 break
 
-    def out_of_time(self, started: float) -> bool:
-        """Whether --time-limit has passed; under torchrun, on any rank (all stop together)."""
-        if self.opt.time_limit is None:
-            return False
-        late = time.monotonic() - started >= self.opt.time_limit
-        if not self.dist.active:
-            return late
-        return bool(self.dist.mean(torch.tensor(float(late), device=self.device)) > 0)
+    def elapsed(self, started: float) -> float:
+        """Seconds trained since `started`; under torchrun the mean over ranks, so that every
+        rank stops at --time-limit and sets a time-based rate at the same step."""
+        seconds = time.monotonic() - started
+        if self.opt.time_limit is None or not self.dist.active:
+            return seconds
+        return float(self.dist.mean(torch.tensor(seconds, dtype=torch.float64, device=self.device)))
 
     def say(self, line: str) -> None:
         if self.dist.main:

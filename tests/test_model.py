@@ -908,6 +908,10 @@ def test_learning_rate_warms_up_holds_then_anneals_to_zero():
     assert all(a > b for a, b in zip(f[60:], f[61:]))  # then strictly down ...
     assert f[79] > 0.5 > f[81] and 0 < f[99] < 0.002  # ... along a half cosine, to near 0
     assert [lr_factor(s, TrainOptions(steps=100, warmup=10)) for s in range(10, 100)] == [1.0] * 90
+    # Over the last 40 of 100 seconds instead: constant until second 60, half at 80, 0 at 100.
+    timed = TrainOptions(steps=10**6, warmup=10, decay_seconds=40, time_limit=100)
+    assert [lr_factor(50, timed, t) for t in (0, 59.9, 80, 100, 120)] == pytest.approx(
+        [1.0, 1.0, 0.5, 0.0, 0.0])
 
 
 def test_identity_guidance_extrapolates_away_from_the_null_identity():

@@ -252,6 +252,21 @@ def test_decay_ends_the_run_at_an_annealed_rate(trained, tmp_path, capsys):
     assert rates == pytest.approx([0.5 * (1 + math.cos(0.75 * math.pi))] * 2)
 
 
+def test_decay_seconds_anneals_towards_the_time_limit(trained, tmp_path, capsys):
+    out, work = tmp_path / "set", tmp_path / "work"
+    args = generator_args(trained.train, out, work, trained.config, steps=100_000)
+    assert cli(*args, "--decay-seconds", 2) == 2
+    assert "--decay-seconds 2 needs --time-limit" in capsys.readouterr().err
+    assert cli(*args, "--decay-seconds", 2, "--time-limit", 2, "--decay", 5) == 2
+    assert "choose one" in capsys.readouterr().err
+    assert cli(*args, "--lr", "1e-3", "--decay-seconds", 2, "--time-limit", 2) == 0
+    saved = sorted(work.glob("step-*"))[-1]
+    state = json.loads((saved / "state.json").read_text())
+    # The last step ran within one step's time of the limit: the rate is near 0, not --lr.
+    rates = [g["lr"] / g["base_lr"] for g in state["optimizer"]["param_groups"]]
+    assert rates[0] == rates[1] and 0.0 <= rates[0] < 0.5
+
+
 def test_resume_keeps_the_started_architecture(trained, tmp_path):
     work = tmp_path / "work"
     shutil.copytree(trained.work("generator"), work)
