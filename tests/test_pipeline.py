@@ -259,7 +259,7 @@ def test_decay_seconds_anneals_towards_the_time_limit(trained, tmp_path, capsys)
     assert "--decay-seconds 2 needs --time-limit" in capsys.readouterr().err
     assert cli(*args, "--decay-seconds", 2, "--time-limit", 2, "--decay", 5) == 2
     assert "choose one" in capsys.readouterr().err
-    assert cli(*args, "--lr", "1e-3", "--decay-seconds", 2, "--time-limit", 2) == 0
+    assert cli(*args, "--lr", "1e-3", "--decay-seconds", 4, "--time-limit", 4) == 0
     saved = sorted(work.glob("step-*"))[-1]
     state = json.loads((saved / "state.json").read_text())
     # The last step ran within one step's time of the limit: the rate is near 0, not --lr.
