@@ -55,7 +55,7 @@ def write_bank(path: Path, size: int, seed: int, make: Make) -> None:
         done += len(x)
         bar.update(len(x))
         if done < size and done % SAVE_EVERY == 0:
-            parts = {k: [torch.cat(v)] for k, v in parts.items()}
+            parts = {k: [torch.cat(v).contiguous()] for k, v in parts.items()}
             state = {**{k: v[0] for k, v in parts.items()}, "rng": rng.get_state()}
             atomic_write(partial, lambda p, state=state: save_file(state, str(p)))
     bar.close()

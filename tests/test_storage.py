@@ -331,7 +331,9 @@ def test_a_killed_bank_goes_on_where_it_stopped_and_ends_as_an_uninterrupted_one
         calls.append(n)
         if len(calls) == fail_at:
             raise KeyboardInterrupt
-        z = torch.randn(n, 3, 4, 2, generator=rng)
+        # Channels-last, as the sampler returns them: safetensors refuses to save such tensors
+        # as they are, which once stopped every bank larger than SAVE_EVERY at its first save.
+        z = torch.randn(n, 3, 4, 2, generator=rng).contiguous(memory_format=torch.channels_last)
         return z.clamp(-1, 1), torch.randn(n, 5, generator=rng), z
 
     straight = tmp_path / "bank-10-seed1.safetensors"
