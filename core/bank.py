@@ -49,17 +49,17 @@ def write_bank(path: Path, size: int, seed: int, make: Make) -> None:
                dynamic_ncols=True)
     while done < size:
         x, identity, z = make(min(CHUNK, size - done), rng)
-        parts["images"].append(x.half().cpu())
-        parts["identities"].append(identity.float().cpu())
-        parts["noises"].append(z.half().cpu())
+        parts["images"].append(x.half().cpu().contiguous())  # safetensors saves no channels-last
+        parts["identities"].append(identity.float().cpu().contiguous())
+        parts["noises"].append(z.half().cpu().contiguous())
         done += len(x)
         bar.update(len(x))
         if done < size and done % SAVE_EVERY == 0:
-            parts = {k: [torch.cat(v).contiguous()] for k, v in parts.items()}
+            parts = {k: [torch.cat(v)] for k, v in parts.items()}
             state = {**{k: v[0] for k, v in parts.items()}, "rng": rng.get_state()}
             atomic_write(partial, lambda p, state=state: save_file(state, str(p)))
     bar.close()
-    bank = {k: torch.cat(v).contiguous() for k, v in parts.items()}
+    bank = {k: torch.cat(v) for k, v in parts.items()}
     atomic_write(path, lambda p: save_file(bank, str(p)))
     partial.unlink(missing_ok=True)
 
